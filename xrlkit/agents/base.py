@@ -1,0 +1,105 @@
+"""The ``Agent`` protocol every agent in xrlkit implements, and shared helpers.
+
+An agent maps a batch of stacked frames to action logits. Explainers, metrics, VisionMask and
+plots depend on this protocol alone.
+
+* ``obs``: ``[B, 4, 84, 84]``, a numpy array or tensor, ``uint8`` or float, values in [0, 255].
+  Float input is accepted so that masked / perturbed / interpolated states (which are not
+  integers) can be scored, and so that gradients can flow back to the input.
+* ``logits(obs) -> float [B, A]`` on ``agent.device``. For policy-gradient agents these are the
+  policy logits; for value-based agents (DQN, Rainbow) they are the Q-values, whose softmax is
+  used wherever a probability is needed (insertion / deletion curves, VisionMask's loss).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from xrlkit.envs import check_obs
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What explainers and metrics need from an agent."""
+
+    n_actions: int
+    action_meanings: tuple[str, ...]
+    device: torch.device
+
+    def logits(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Action logits ``float [B, A]`` for stacked frames ``[B, 4, 84, 84]`` in [0, 255]."""
+        ...
+
+    def act(self, obs: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
+        """Greedy (or epsilon-greedy) actions ``int64 [B]``."""
+        ...
+
+
+def as_obs_tensor(obs: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Validate ``[B, 4, 84, 84]`` and return it as a float32 tensor in [0, 255] on ``device``.
+
+    Float tensors keep their autograd graph, so gradients reach the caller's input.
+    """
+    check_obs(obs)
+    t = torch.as_tensor(obs, device=device)
+    return t.float() if t.dtype != torch.float32 else t
+
+
+def epsilon_greedy(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Argmax of ``logits [B, A]``, replaced by a uniform action with probability ``epsilon``."""
+    actions = logits.argmax(dim=1).cpu().numpy()
+    if epsilon > 0:
+        explore = rng.random(len(actions)) < epsilon
+        actions[explore] = rng.integers(0, logits.shape[1], int(explore.sum()))
+    return actions
+
+
+class TorchAgent(nn.Module):
+    """Base class for agents whose logits come from a torch network.
+
+    Subclasses implement :meth:`forward` on float input in [0, 1] of shape ``[B, 4, 84, 84]``.
+    """
+
+    def __init__(self, n_actions: int, action_meanings: tuple[str, ...] | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if n_actions < 1:
+            raise ValueError(f"n_actions must be >= 1, got {n_actions}")
+        meanings = tuple(action_meanings) if action_meanings else tuple(f"ACTION_{i}" for i in range(n_actions))
+        if len(meanings) != n_actions:
+            raise ValueError(f"{len(meanings)} action meanings for {n_actions} actions")
+        self.n_actions = n_actions
+        self.action_meanings = meanings
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def logits(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return self(as_obs_tensor(obs, self.device) / 255.0)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
+        return epsilon_greedy(self.logits(obs), epsilon, self._rng)
+
+
+class RandomAgent:
+    """Uniformly random policy (constant zero logits); the floor every trained agent must beat."""
+
+    def __init__(self, n_actions: int, action_meanings: tuple[str, ...] | None = None, seed: int = 0) -> None:
+        self.n_actions = n_actions
+        self.action_meanings = tuple(action_meanings) if action_meanings else tuple(f"ACTION_{i}" for i in range(n_actions))
+        self.device = torch.device("cpu")
+        self._rng = np.random.default_rng(seed)
+
+    def logits(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        check_obs(obs)
+        return torch.zeros(obs.shape[0], self.n_actions)
+
+    def act(self, obs: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
+        check_obs(obs)
+        return self._rng.integers(0, self.n_actions, obs.shape[0])

@@ -1,0 +1,172 @@
+"""Image encoders for stacked Atari frames: Nature CNN, IMPALA-CNN and IFE.
+
+Every encoder takes ``float [B, C, 84, 84]`` in [0, 1] (``C`` stacked gray frames) and returns
+``float [B, out_features]``. They are built by name through :func:`make_encoder`.
+
+The IMPALA-CNN and IFE follow the "Fast Rainbow" code the IFE paper builds on
+(arXiv 2504.10071; schmidtdominik/Rainbow): IMPALA-large with a channel multiplier of 2,
+spectral normalisation in the residual blocks and an 8x8 adaptive max-pool before the head.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NormFn = Callable[[nn.Module], nn.Module]
+
+
+def _identity(module: nn.Module) -> nn.Module:
+    return module
+
+
+class NatureCNN(nn.Module):
+    """The DQN encoder of Mnih et al. (2015): three convolutions, 3136 features for 84x84 input."""
+
+    def __init__(self, in_channels: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.out_features = 64 * 7 * 7
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block of the IMPALA-CNN: x + conv(relu(conv(relu(x))))."""
+
+    def __init__(self, channels: int, norm: NormFn = _identity) -> None:
+        super().__init__()
+        self.conv0 = norm(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv1 = norm(nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(F.relu(self.conv0(F.relu(x))))
+
+
+def _residual_tail(channels: int, spectral_norm: bool) -> nn.Sequential:
+    """Max-pool(3, 2, 1) followed by two residual blocks (spectral-normed when asked)."""
+    norm: NormFn = nn.utils.spectral_norm if spectral_norm else _identity
+    return nn.Sequential(
+        nn.MaxPool2d(3, stride=2, padding=1),
+        ResidualBlock(channels, norm),
+        ResidualBlock(channels, norm),
+    )
+
+
+class ImpalaCNN(nn.Module):
+    """IMPALA-CNN (Espeholt et al. 2018), large variant, as used by Fast Rainbow.
+
+    Three stages of conv3x3 -> max-pool -> 2 residual blocks with ``channels`` per stage,
+    then ReLU and an adaptive max-pool to ``pool x pool``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        channels: tuple[int, ...] = (32, 64, 64),
+        spectral_norm: bool = True,
+        pool: int = 8,
+    ) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        prev = in_channels
+        for ch in channels:
+            stages += [nn.Conv2d(prev, ch, 3, padding=1), *_residual_tail(ch, spectral_norm)]
+            prev = ch
+        self.net = nn.Sequential(*stages, nn.ReLU(), nn.AdaptiveMaxPool2d(pool), nn.Flatten())
+        self.out_features = prev * pool * pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SoftAttention(nn.Module):
+    """Soft spatial attention: an MLP scores each position, softmax over positions.
+
+    Input ``[B, N, D]``; returns the features weighted by their attention (not rescaled, so the
+    weighted features shrink by ~1/N) and the attention ``[B, N]``, which sums to 1 over N.
+    """
+
+    def __init__(self, features: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha = torch.softmax(self.score(x).squeeze(-1), dim=1)
+        return x * alpha.unsqueeze(-1), alpha
+
+
+class HumanUnderstandableEncoding(nn.Module):
+    """HUE: non-overlapping convolutions (k3 s3, k2 s2, k1) keep a 14x14 grid whose cells map to
+    6x6-pixel patches of the 84x84 input, then one soft attention over the 196 cells.
+
+    Shapes: ``[B, C, 84, 84] -> [B, 2*width, 14, 14]``; the last attention is kept in
+    :attr:`attention` as ``[B, 14, 14]``.
+    """
+
+    def __init__(self, in_channels: int = 4, width: int = 32, attention_hidden: int = 512) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=3), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 2, stride=2), nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 1), nn.ReLU(),
+        )
+        # As in the IFE code: ReLU-gain scaled conv weights, zero biases.
+        gain = nn.init.calculate_gain("relu")
+        for m in self.convs:
+            if isinstance(m, nn.Conv2d):
+                with torch.no_grad():
+                    m.weight.mul_(gain)
+                    m.bias.zero_()
+        self.attend = SoftAttention(2 * width, attention_hidden)
+        self.attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.convs(x)
+        b, d, h, w = f.shape
+        weighted, alpha = self.attend(f.flatten(2).transpose(1, 2))
+        self.attention = alpha.view(b, h, w)
+        return weighted.transpose(1, 2).reshape(b, d, h, w)
+
+
+class IFE(nn.Module):
+    """Interpretable Feature Extractor (arXiv 2504.10071): HUE followed by the AFE.
+
+    AFE = max-pool(3, 2, 1) + two spectral-normed IMPALA residual blocks + ReLU + adaptive
+    max-pool to 8x8. With ``width=32`` the output has 64*8*8 = 4096 features.
+    After each forward, :attr:`attention` holds the HUE attention ``[B, 14, 14]`` (sums to 1).
+    """
+
+    def __init__(self, in_channels: int = 4, width: int = 32, spectral_norm: bool = True, pool: int = 8) -> None:
+        super().__init__()
+        self.hue = HumanUnderstandableEncoding(in_channels, width)
+        self.afe = nn.Sequential(
+            *_residual_tail(2 * width, spectral_norm), nn.ReLU(), nn.AdaptiveMaxPool2d(pool), nn.Flatten()
+        )
+        self.out_features = 2 * width * pool * pool
+
+    @property
+    def attention(self) -> torch.Tensor | None:
+        return self.hue.attention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.afe(self.hue(x))
+
+
+ENCODERS: dict[str, type[nn.Module]] = {"nature": NatureCNN, "impala": ImpalaCNN, "ife": IFE}
+
+
+def make_encoder(name: str, in_channels: int = 4, **kwargs: object) -> nn.Module:
+    """Build an encoder by name ("nature", "impala", "ife"); kwargs go to its constructor."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    return ENCODERS[name](in_channels=in_channels, **kwargs)

@@ -1,0 +1,109 @@
+"""Agent checkpoints: weights in safetensors, metadata as JSON in the same file's header.
+
+A checkpoint is one ``.safetensors`` file. Its header metadata key ``"xrlkit"`` holds a JSON
+object with at least ``kind`` (which agent class), ``config`` (constructor arguments),
+``game``, ``n_actions`` and ``action_meanings``, plus anything the writer adds (protocol,
+preset, steps, library versions, the command that produced it). Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+import xrlkit
+from xrlkit.agents.qnet import QAgent, QNetConfig
+from xrlkit.games import resolve_game
+
+META_KEY = "xrlkit"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on, for provenance."""
+    import ale_py
+    import gymnasium
+    import numpy
+
+    return {
+        "xrlkit": xrlkit.__version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
+        "ale_py": ale_py.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
+    }
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and the JSON-serialisable ``meta`` to one safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "versions": meta.get("versions", library_versions())}
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_file(cpu, str(path), metadata={META_KEY: json.dumps(meta)})
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of an xrlkit safetensors file; clear ``ValueError`` if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors checkpoint ({err})") from err
+    if META_KEY not in header:
+        raise ValueError(f"{path} has no xrlkit metadata; was it written by xrlkit?")
+    return json.loads(header[META_KEY])
+
+
+def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of an xrlkit safetensors file."""
+    meta = read_meta(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path} is corrupt ({err})") from err
+    return tensors, meta
+
+
+def check_compatible(meta: dict[str, Any], path: str | Path, game: str | None = None, n_actions: int | None = None) -> None:
+    """Raise ``ValueError`` if a checkpoint was made for another game or action count."""
+    if game is not None and resolve_game(game) != meta.get("game"):
+        raise ValueError(f"{path} was trained on {meta.get('game')!r}, not {resolve_game(game)!r}")
+    if n_actions is not None and n_actions != meta.get("n_actions"):
+        raise ValueError(f"{path} has {meta.get('n_actions')} actions, but {n_actions} were expected")
+
+
+def save_agent(agent: QAgent, path: str | Path, *, game: str, **meta: Any) -> Path:
+    """Save a :class:`QAgent` with its config, game and any extra metadata (steps, protocol, ...)."""
+    info = {
+        "kind": "q", "config": agent.config_dict(), "game": resolve_game(game),
+        "n_actions": agent.n_actions, "action_meanings": list(agent.action_meanings), **meta,
+    }
+    return save_tensors(path, agent.state_dict(), info)
+
+
+def load_agent(
+    path: str | Path, *, game: str | None = None, n_actions: int | None = None, device: str | torch.device = "cpu"
+) -> QAgent:
+    """Load an agent saved by :func:`save_agent`, in eval mode on ``device``.
+
+    ``game`` / ``n_actions``, when given, must match the checkpoint's, else ``ValueError``.
+    """
+    tensors, meta = load_tensors(path, device)
+    check_compatible(meta, path, game, n_actions)
+    if meta.get("kind") != "q":
+        raise ValueError(f"{path} holds a {meta.get('kind')!r} model, not an agent")
+    agent = QAgent(meta["n_actions"], QNetConfig(**meta["config"]), tuple(meta["action_meanings"]))
+    try:
+        agent.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match the stored config ({err})") from err
+    agent.meta = meta  # type: ignore[attr-defined]
+    return agent.to(device).eval()

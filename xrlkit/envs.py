@@ -1,0 +1,181 @@
+"""Atari environments for the Atari-57 games, in named evaluation protocols.
+
+Observations are ``uint8 [4, 84, 84]`` (four stacked gray frames, channels first); a vector env
+gives ``uint8 [N, 4, 84, 84]``. Two protocols:
+
+* ``ifepaper`` -- as the IFE / Fast Rainbow code: no sticky actions, up to 30 no-op starts,
+  frame-skip 4 with max-pool over the last two frames, 84x84 gray, 4-frame stack, 108k-frame
+  (30 min) episode limit; during training, a lost life ends the episode for bootstrapping
+  (the game itself goes on) and rewards are sign-clipped.
+* ``machado`` -- Machado et al. (2018), ALE v5 defaults: sticky actions with p = 0.25, no no-op
+  starts, full episodes (no life-loss signal) also during training; sign-clipped training rewards.
+
+Evaluation envs (``train=False``) never clip rewards or cut episodes at a life loss, so an
+episode's summed reward is the game score. Raw RGB frames stay reachable via :func:`rgb_frame`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.atari_wrappers import ClipRewardEnv, EpisodicLifeEnv
+
+from xrlkit.games import resolve_game
+
+gym.register_envs(ale_py)
+
+FRAME_STACK = 4
+SCREEN_SIZE = 84
+#: observation shape of one stacked state
+OBS_SHAPE = (FRAME_STACK, SCREEN_SIZE, SCREEN_SIZE)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An Atari evaluation protocol (what the agent sees and how episodes end)."""
+
+    name: str
+    repeat_action_probability: float
+    noop_max: int
+    episodic_life: bool  # only applies to training envs
+    clip_rewards: bool  # only applies to training envs
+    frame_skip: int = 4
+    max_episode_frames: int = 108_000
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "ifepaper": Protocol("ifepaper", repeat_action_probability=0.0, noop_max=30, episodic_life=True, clip_rewards=True),
+    "machado": Protocol("machado", repeat_action_probability=0.25, noop_max=0, episodic_life=False, clip_rewards=True),
+}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    """Look a protocol up by name; raises ``ValueError`` listing the known ones."""
+    if isinstance(name, Protocol):
+        return name
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def ale_id(game: str) -> str:
+    """The gymnasium id of a game's ALE v5 environment, e.g. ``ALE/Pong-v5``."""
+    return f"ALE/{resolve_game(game)}-v5"
+
+
+def make_env(
+    game: str,
+    protocol: str | Protocol = "ifepaper",
+    *,
+    train: bool = False,
+    seed: int | None = None,
+    render_mode: str | None = None,
+) -> gym.Env:
+    """One preprocessed Atari env. Observations ``uint8 [4, 84, 84]``.
+
+    Built from gymnasium's ``AtariPreprocessing`` (no-op starts, frame-skip with max-pool,
+    resize, gray) and Stable-Baselines3's ``EpisodicLifeEnv`` / ``ClipRewardEnv``: the SB3
+    life-loss wrapper is used because gymnasium's ``terminal_on_life_loss`` resets the whole
+    game at a life loss, whereas the DQN convention keeps playing the same game.
+    """
+    proto = get_protocol(protocol)
+    env = gym.make(
+        ale_id(game),
+        frameskip=1,
+        repeat_action_probability=proto.repeat_action_probability,
+        full_action_space=False,
+        max_num_frames_per_episode=proto.max_episode_frames,
+        render_mode=render_mode,
+    )
+    env = gym.wrappers.AtariPreprocessing(
+        env, noop_max=proto.noop_max, frame_skip=proto.frame_skip, screen_size=SCREEN_SIZE,
+        terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False,
+    )
+    if train and proto.episodic_life:
+        env = EpisodicLifeEnv(env)
+    if train and proto.clip_rewards:
+        env = ClipRewardEnv(env)
+    env = gym.wrappers.FrameStackObservation(env, FRAME_STACK)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def make_vector_env(
+    game: str,
+    n_envs: int,
+    protocol: str | Protocol = "ifepaper",
+    *,
+    train: bool = False,
+    seed: int = 0,
+    backend: str = "ale",
+) -> gym.vector.VectorEnv:
+    """``n_envs`` envs stepping together; observations ``uint8 [n_envs, 4, 84, 84]``.
+
+    Autoreset mode is ``SAME_STEP`` for both backends: the observation returned with
+    ``terminated | truncated`` is already the next episode's first one, and the last one of
+    the ended episode is in ``info["final_obs"]``.
+
+    ``backend="ale"`` uses ale-py's C++ ``AtariVectorEnv`` (multi-threaded, much faster). Its
+    defaults differ from :func:`make_env` and are overridden here: it clips rewards and presses
+    FIRE on reset by default (we do neither unless the protocol asks), and its episodic-life
+    option is only enabled for training envs. ``backend="gym"`` steps :func:`make_env` copies
+    in one process, exactly as the single env; use it to compare or debug.
+    """
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    proto = get_protocol(protocol)
+    name = resolve_game(game)
+    if backend == "ale":
+        from ale_py.vector_env import AtariVectorEnv
+
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+        env: gym.vector.VectorEnv = AtariVectorEnv(
+            game=snake, num_envs=n_envs,
+            repeat_action_probability=proto.repeat_action_probability,
+            noop_max=proto.noop_max, frameskip=proto.frame_skip,
+            max_num_frames_per_episode=proto.max_episode_frames,
+            img_height=SCREEN_SIZE, img_width=SCREEN_SIZE, stack_num=FRAME_STACK,
+            grayscale=True, maxpool=True,
+            episodic_life=train and proto.episodic_life,
+            reward_clipping=train and proto.clip_rewards,
+            use_fire_reset=False,
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
+    elif backend == "gym":
+        env = gym.vector.SyncVectorEnv(
+            [lambda: make_env(name, proto, train=train) for _ in range(n_envs)],
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
+    else:
+        raise ValueError(f"unknown backend {backend!r}; choose 'ale' or 'gym'")
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    return env
+
+
+def rgb_frame(env: gym.Env) -> np.ndarray:
+    """The current raw ALE screen, ``uint8 [210, 160, 3]``."""
+    return env.unwrapped.ale.getScreenRGB()  # type: ignore[attr-defined]
+
+
+def action_meanings(game: str) -> tuple[str, ...]:
+    """Names of the minimal action set of ``game`` ("NOOP", "FIRE", ...), in action order."""
+    env = gym.make(ale_id(game))
+    try:
+        return tuple(env.unwrapped.get_action_meanings())  # type: ignore[attr-defined]
+    finally:
+        env.close()
+
+
+def check_obs(obs: Any) -> None:
+    """Raise ``ValueError`` unless ``obs`` has shape ``[B, 4, 84, 84]``."""
+    shape = tuple(getattr(obs, "shape", ()))
+    if len(shape) != 4 or shape[1:] != OBS_SHAPE:
+        raise ValueError(f"expected a batch of stacked frames of shape [B, 4, 84, 84], got {shape}")
