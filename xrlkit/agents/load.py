@@ -1,0 +1,26 @@
+"""Load any agent checkpoint xrlkit knows, by file type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from xrlkit.agents.base import Agent
+
+
+def load_any_agent(path: str | Path, *, game: str | None = None, device: str | torch.device = "cpu") -> Agent:
+    """An :class:`Agent` from an xrlkit ``.safetensors`` checkpoint or a Stable-Baselines3 ``.zip``.
+
+    ``game``, when given, must match the game the checkpoint was trained on.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no agent checkpoint at {path}")
+    if path.suffix == ".zip":
+        from xrlkit.agents.sb3 import load_sb3_agent
+
+        return load_sb3_agent(path, game=game, device=device)
+    from xrlkit.checkpoint import load_agent
+
+    return load_agent(path, game=game, device=device)

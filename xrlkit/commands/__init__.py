@@ -1,0 +1,1 @@
+"""Subcommands of the ``xrlkit`` CLI, one module each (see :mod:`xrlkit.cli`)."""

@@ -1,0 +1,78 @@
+"""Playing episodes with an agent: scores (unclipped game returns) and human-normalized scores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from xrlkit.agents.base import Agent
+from xrlkit.envs import Protocol, make_vector_env
+from xrlkit.games import human_normalized_score, resolve_game
+
+
+@dataclass
+class EvalResult:
+    """Unclipped returns of finished episodes, with mean and HNS of the mean."""
+
+    game: str
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    @property
+    def hns(self) -> float:
+        return human_normalized_score(self.game, self.mean)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean": self.mean, "hns": self.hns}
+
+
+def evaluate(
+    agent: Agent,
+    game: str,
+    n_episodes: int = 10,
+    *,
+    protocol: str | Protocol = "ifepaper",
+    epsilon: float = 0.0,
+    seed: int = 0,
+    n_envs: int = 4,
+    max_steps: int = 27_000,
+    progress: bool = False,
+) -> EvalResult:
+    """Play ``n_episodes`` full (evaluation) episodes; returns are the game's own score.
+
+    Episodes are split evenly over ``n_envs`` envs, each playing its share to the end, so short
+    episodes are not favoured. ``max_steps`` agent steps (27k = the 108k-frame limit at
+    frame-skip 4) bound an episode; one cut there counts with its return so far and ends that
+    env's share.
+    """
+    game = resolve_game(game)
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    n_envs = min(n_envs, n_episodes)
+    todo = np.array([n_episodes // n_envs + (i < n_episodes % n_envs) for i in range(n_envs)])
+    env = make_vector_env(game, n_envs, protocol, train=False, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    result = EvalResult(game)
+    ret, length = np.zeros(n_envs), np.zeros(n_envs, dtype=int)
+    bar = tqdm(total=n_episodes, desc=f"eval {game}", disable=not progress)
+    while todo.any():
+        obs, reward, term, trunc, _ = env.step(agent.act(obs, epsilon=epsilon))
+        ret += reward
+        length += 1
+        cut = length >= max_steps
+        for i in np.flatnonzero((term | trunc | cut) & (todo > 0)):
+            result.returns.append(float(ret[i]))
+            result.lengths.append(int(length[i]))
+            todo[i] = 0 if cut[i] else todo[i] - 1
+            bar.update(1)
+        ret[term | trunc] = 0.0
+        length[term | trunc] = 0
+    bar.close()
+    env.close()
+    return result
