@@ -1,4 +1,6 @@
-"""The ``xrlkit`` command line. Each subcommand lives in its own module of
+"""The ``xrlkit`` command line: explainable-RL studies of Atari agents.
+
+Each subcommand lives in its own module of
 :mod:`xrlkit.commands` and exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (called with the parsed arguments, returning an exit code)."""
 

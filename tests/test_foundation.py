@@ -1,0 +1,160 @@
+"""Games, environments, encoders, agents and checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xrlkit.agents import Agent, QAgent, QNetConfig, RandomAgent, make_encoder
+from xrlkit.checkpoint import load_agent, read_meta, save_agent
+from xrlkit.envs import OBS_SHAPE, make_env, make_vector_env, rgb_frame
+from xrlkit.evaluation import evaluate
+from xrlkit.games import ATARI_57, ATARI_100K, REFERENCE_SCORES, human_normalized_score, resolve_game, resolve_games
+
+
+def test_game_lists_and_scores():
+    assert len(ATARI_57) == 57 and len(ATARI_100K) == 26
+    assert set(ATARI_100K) <= set(ATARI_57)
+    assert all(human > random for random, human in REFERENCE_SCORES.values())
+    assert human_normalized_score("Pong", 14.6) == pytest.approx(1.0)
+    assert human_normalized_score("pong", -20.7) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("name", ["Pong", "pong", "ALE/Pong-v5", "PongNoFrameskip-v4", "ms_pacman", "MsPacman"])
+def test_resolve_game_accepts_common_spellings(name):
+    assert resolve_game(name) in {"Pong", "MsPacman"}
+
+
+def test_unknown_game_names_close_matches():
+    with pytest.raises(ValueError, match="MsPacman"):
+        resolve_game("MsPacmann")
+    with pytest.raises(ValueError):
+        resolve_games("Pong,NotAGame")
+    assert resolve_games("all") == list(ATARI_57)
+
+
+@pytest.mark.parametrize("protocol", ["ifepaper", "machado"])
+def test_env_observations_and_raw_frames(protocol):
+    env = make_env("Breakout", protocol, train=True, seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == OBS_SHAPE and obs.dtype == np.uint8
+    assert rgb_frame(env).shape == (210, 160, 3)
+    rewards = [env.step(env.action_space.sample())[1] for _ in range(200)]
+    assert set(np.unique(rewards)) <= {-1.0, 0.0, 1.0}  # training rewards are sign-clipped
+    env.close()
+
+
+def test_episodic_life_only_in_training():
+    def steps_to_first_terminal(train: bool) -> int:
+        env = make_env("Breakout", "ifepaper", train=train, seed=1)
+        env.reset(seed=1)
+        for t in range(1, 5000):
+            # FIRE launches the ball, NOOP lets it fall: each launch costs a life.
+            _, _, term, trunc, _ = env.step(1 if t % 10 == 0 else 0)
+            if term or trunc:
+                return t
+        return 5000
+
+    assert steps_to_first_terminal(True) < steps_to_first_terminal(False)
+
+
+def test_unknown_protocol_and_bad_vector_args():
+    with pytest.raises(ValueError, match="protocol"):
+        make_env("Pong", "v4-ish")
+    with pytest.raises(ValueError, match="n_envs"):
+        make_vector_env("Pong", 0)
+    with pytest.raises(ValueError, match="unknown Atari game"):
+        make_env("Pnog")
+
+
+@pytest.mark.parametrize("backend", ["ale", "gym"])
+def test_vector_env_same_step_autoreset(backend):
+    env = make_vector_env("Pong", 2, train=False, seed=0, backend=backend)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, *OBS_SHAPE) and obs.dtype == np.uint8
+    obs, reward, term, trunc, info = env.step(np.zeros(2, dtype=np.int64))
+    assert obs.shape == (2, *OBS_SHAPE) and reward.shape == (2,)
+    env.close()
+
+
+@pytest.mark.parametrize("encoder,features", [("nature", 3136), ("impala", 4096), ("ife", 4096)])
+def test_encoder_shapes(encoder, features):
+    enc = make_encoder(encoder)
+    out = enc(torch.rand(3, 4, 84, 84))
+    assert out.shape == (3, features) == (3, enc.out_features)
+    assert torch.isfinite(out).all()
+
+
+def test_ife_attention_is_a_distribution_over_196_cells():
+    enc = make_encoder("ife")
+    enc(torch.rand(5, 4, 84, 84))
+    att = enc.attention
+    assert att.shape == (5, 14, 14)
+    assert (att >= 0).all()
+    torch.testing.assert_close(att.flatten(1).sum(1), torch.ones(5))
+
+
+def test_ife_hue_cells_see_only_their_6x6_patch():
+    enc = make_encoder("ife")
+    x = torch.rand(1, 4, 84, 84, requires_grad=True)
+    enc.hue.convs(x)[0, :, 3, 5].sum().backward()
+    rows, cols = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
+    assert rows.min() >= 18 and rows.max() < 24 and cols.min() >= 30 and cols.max() < 36
+
+
+def test_unknown_encoder():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        make_encoder("resnet")
+
+
+@pytest.mark.parametrize("config", [QNetConfig("nature"), QNetConfig("ife", atoms=51, noisy=True)])
+def test_qagent_protocol(config, breakout_states):
+    agent = QAgent(4, config, seed=0).eval()
+    assert isinstance(agent, Agent)
+    logits = agent.logits(breakout_states[:8])
+    assert logits.shape == (8, 4)
+    actions = agent.act(breakout_states[:8])
+    assert actions.shape == (8,) and np.array_equal(actions, logits.argmax(1).numpy())
+    x = torch.as_tensor(breakout_states[:2]).float().requires_grad_()
+    agent.logits(x)[:, 0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # gradients reach the input
+    with pytest.raises(ValueError, match=r"\[B, 4, 84, 84\]"):
+        agent.logits(breakout_states[0])
+
+
+def test_ife_agent_attention_upsampling(breakout_states):
+    agent = QAgent(4, QNetConfig("ife")).eval()
+    small = agent.attention(breakout_states[:3])
+    big = agent.attention(breakout_states[:3], size=(210, 160))
+    assert small.shape == (3, 84, 84) and big.shape == (3, 210, 160)
+    torch.testing.assert_close(big.sum((1, 2)), torch.ones(3))
+    assert torch.equal(small[:, :6, :6], small[:, :1, :1].expand(3, 6, 6))  # one value per 6x6 cell
+    with pytest.raises(ValueError, match="attention"):
+        QAgent(4, QNetConfig("nature")).attention(breakout_states[:1])
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path, breakout_states):
+    agent = QAgent(4, QNetConfig("ife"), ("NOOP", "FIRE", "RIGHT", "LEFT"), seed=3).eval()
+    path = save_agent(agent, tmp_path / "a.safetensors", game="Breakout", steps=123, protocol="ifepaper")
+    loaded = load_agent(path, game="breakout")
+    torch.testing.assert_close(loaded.logits(breakout_states[:4]), agent.logits(breakout_states[:4]))
+    assert read_meta(path)["steps"] == 123 and loaded.action_meanings == agent.action_meanings
+    with pytest.raises(ValueError, match="trained on 'Breakout'"):
+        load_agent(path, game="Pong")
+    with pytest.raises(ValueError, match="actions"):
+        load_agent(path, n_actions=6)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ValueError):
+        load_agent(corrupt)
+    with pytest.raises(FileNotFoundError):
+        load_agent(tmp_path / "missing.safetensors")
+
+
+def test_evaluate_reports_unclipped_returns():
+    result = evaluate(RandomAgent(4, seed=0), "Breakout", n_episodes=3, seed=0)
+    assert len(result.returns) == 3 and all(r >= 0 for r in result.returns)
+    assert np.isfinite(result.hns)
+    again = evaluate(RandomAgent(4, seed=0), "Breakout", n_episodes=3, seed=0)
+    assert again.returns == result.returns  # seeded evaluation is reproducible
