@@ -1,0 +1,41 @@
+"""``xrlkit study``: run the study notebooks over games with papermill."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from xrlkit.study import run_study
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="run the study notebooks for each game (papermill), resumable")
+    p.add_argument("--games", default="Breakout", help="'all', 'atari100k' or a comma-separated list (default: Breakout)")
+    p.add_argument("--notebooks", default="all", help="'all' or numbers / names, e.g. '1,3,5'")
+    p.add_argument("--out", default="runs/study", help="output folder (re-running skips finished notebooks)")
+    p.add_argument("--workers", type=int, default=1, help="games run in parallel processes")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="notebook parameter override, VALUE parsed as JSON when possible (repeatable)")
+    p.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
+    p.set_defaults(func=_run)
+
+
+def _parse_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _run(args: argparse.Namespace) -> int:
+    index = run_study(args.games, args.out, notebooks=args.notebooks, parameters=_parse_params(args.param),
+                      workers=args.workers, timeout=args.timeout)
+    print(index.to_string(index=False))
+    print(f"index: {args.out}/index.md, combined results: {args.out}/results.csv")
+    return int((index["status"] == "failed").any())

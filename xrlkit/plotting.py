@@ -1,0 +1,158 @@
+"""Figures: saliency overlays on game frames, per-action masks, learning curves, metric bars.
+
+Every function draws with matplotlib and returns the ``Figure`` (or draws into a given ``Axes``),
+so notebooks show it and the study runner saves it. Saliency maps are ``[84, 84]`` (the agent's
+input grid); they are resized to the frame they are drawn on, which may be the 84x84 gray input
+or the raw 210x160 RGB screen (the 84x84 input is a resize of the whole screen, so the two
+align).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+def frame_image(frame: np.ndarray | torch.Tensor) -> np.ndarray:
+    """An RGB screen ``[210, 160, 3]`` as is, or the newest frame of a state ``[4, 84, 84]`` /
+    a gray frame ``[84, 84]``, as an image array."""
+    f = _to_numpy(frame)
+    if f.ndim == 3 and f.shape[0] == 4:
+        f = f[-1]
+    if f.ndim == 2 or (f.ndim == 3 and f.shape[-1] == 3):
+        return f
+    raise ValueError(f"expected an RGB frame [H, W, 3], a state [4, 84, 84] or a frame [84, 84], got {f.shape}")
+
+def resize_map(saliency: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a map ``[h, w]`` to ``size``."""
+    t = torch.as_tensor(_to_numpy(saliency), dtype=torch.float32)[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+def overlay(
+    ax: Axes,
+    frame: np.ndarray | torch.Tensor,
+    saliency: np.ndarray | torch.Tensor | None = None,
+    *,
+    title: str | None = None,
+    alpha: float = 0.55,
+    cmap: str = "inferno",
+) -> Axes:
+    """Draw ``frame`` with ``saliency [84, 84]`` (min-max scaled) over it; no ticks."""
+    img = frame_image(frame)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+    if saliency is not None:
+        s = resize_map(saliency, img.shape[:2])
+        s = (s - s.min()) / (s.max() - s.min() + 1e-12)
+        ax.imshow(s, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+def saliency_grid(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    maps: Mapping[str, np.ndarray | torch.Tensor],
+    *,
+    row_labels: Sequence[str] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """States in rows, explainers in columns: frame ``i`` with ``maps[name][i]`` over it.
+
+    ``frames``: RGB screens or states; ``maps``: name -> ``[N, 84, 84]``.
+    """
+    names = list(maps)
+    n = len(frames)
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.9 * (len(names) + 1), 2.3 * n), squeeze=False)
+    for i in range(n):
+        overlay(axes[i, 0], frames[i], title="frame" if i == 0 else None)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+        for j, name in enumerate(names):
+            overlay(axes[i, j + 1], frames[i], _to_numpy(maps[name])[i], title=name if i == 0 else None)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+def action_masks(
+    frame: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor,
+    action_meanings: Sequence[str],
+    *,
+    chosen: int | None = None,
+    probs: Sequence[float] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """One panel per action: the mask ``masks[k] [84, 84]`` (values in [0, 1], not rescaled) over
+    ``frame``. The agent's ``chosen`` action is marked; ``probs`` adds its probabilities."""
+    m = _to_numpy(masks)
+    if len(m) != len(action_meanings):
+        raise ValueError(f"{len(m)} masks for {len(action_meanings)} actions")
+    k = len(m)
+    cols = min(k, 6)
+    rows = 1 + (k - 1) // cols
+    fig, axes = plt.subplots(rows, cols + 1, figsize=(2.0 * (cols + 1), 2.6 * rows), squeeze=False)
+    overlay(axes[0, 0], frame, title="frame")
+    for ax in axes[1:, 0]:
+        ax.axis("off")
+    img = frame_image(frame)
+    for a in range(rows * cols):
+        ax = axes[a // cols, 1 + a % cols]
+        if a >= k:
+            ax.axis("off")
+            continue
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        im = ax.imshow(resize_map(m[a], img.shape[:2]), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+        label = action_meanings[a] + (f"\np={probs[a]:.2f}" if probs is not None else "")
+        ax.set_title(label + (" (chosen)" if a == chosen else ""), fontsize=8, fontweight="bold" if a == chosen else None)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="mask value")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+def learning_curve(
+    frames: Sequence[float], returns: Sequence[float], *, label: str | None = None, ax: Axes | None = None,
+    random_score: float | None = None, human_score: float | None = None,
+) -> Axes:
+    """Evaluation score against environment frames, with optional random / human reference lines."""
+    if ax is None:
+        ax = plt.subplots(figsize=(5, 3.2))[1]
+    ax.plot(frames, returns, marker="o", label=label)
+    for value, name, style in ((random_score, "random", ":"), (human_score, "human", "--")):
+        if value is not None:
+            ax.axhline(value, color="gray", linestyle=style, label=name)
+    ax.set_xlabel("environment frames")
+    ax.set_ylabel("evaluation score (unclipped)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """Bar plot per metric of a tidy table with columns ``explainer``, ``metric``, ``value``
+    (one panel per metric, explainers on the x-axis; mean over rows when repeated)."""
+    import pandas as pd
+
+    df = pd.DataFrame(table)
+    metrics = list(metrics or df["metric"].unique())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sub = df[df["metric"] == metric].groupby("explainer", sort=False)["value"].mean()
+        ax.bar(sub.index, sub.values, color="tab:blue")
+        ax.set_title(metric, fontsize=10)
+        ax.tick_params(axis="x", rotation=60, labelsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,148 @@
+"""The study runner: the numbered notebooks, executed with papermill for each game.
+
+Layout of a study folder ``OUT``::
+
+    OUT/index.json, OUT/index.md       one row per (game, notebook): status, seconds, output path
+    OUT/results.csv                    every result row all notebooks recorded, combined
+    OUT/<Game>/<notebook>.ipynb        the executed notebook, outputs included
+    OUT/<Game>/<notebook>.done|.failed marker: finished (skipped on re-run) / error text
+    OUT/<Game>/results/<name>.json     rows a notebook recorded with :func:`record`
+    OUT/<Game>/figures/*.png           figures a notebook saved
+
+Games run in parallel processes; the notebooks of one game run in order, since later ones use
+what earlier ones made (the agent, the VisionMask model). A failed notebook stops its game only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from xrlkit.games import resolve_games
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def list_notebooks(selection: str | Sequence[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The study notebooks in reading order; ``selection`` picks by number or name prefix
+    ("1,3" or ["01_train_agent"]). Raises ``ValueError`` for one that does not exist."""
+    available = sorted(notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not available:
+        raise ValueError(f"no study notebooks in {notebook_dir}")
+    if selection is None or selection == "all":
+        return available
+    items = selection.split(",") if isinstance(selection, str) else list(selection)
+    chosen = []
+    for item in (s.strip() for s in items if s.strip()):
+        key = f"{int(item):02d}_" if item.isdigit() else item
+        match = [nb for nb in available if nb.stem.startswith(key)]
+        if not match:
+            raise ValueError(f"no notebook matches {item!r}; available: {[nb.stem for nb in available]}")
+        chosen += [nb for nb in match if nb not in chosen]
+    return sorted(chosen)
+
+
+def record(out_dir: str | Path, name: str, rows: list[dict[str, Any]] | dict[str, Any]) -> Path:
+    """Store result rows (flat dicts) of a notebook as ``out_dir/results/<name>.json``."""
+    rows = [rows] if isinstance(rows, dict) else rows
+    path = Path(out_dir) / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1, default=float))
+    return path
+
+
+def run_game(
+    game: str,
+    notebooks: Sequence[Path],
+    out_dir: Path,
+    parameters: dict[str, Any],
+    kernel: str = "python3",
+    timeout: int | None = None,
+) -> list[dict[str, Any]]:
+    """Execute ``notebooks`` in order for one game; skip those already done. Returns index rows."""
+    import papermill
+
+    game_dir = Path(out_dir) / game
+    game_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    failed = False
+    for nb in notebooks:
+        out_nb, done, fail = game_dir / nb.name, game_dir / f"{nb.stem}.done", game_dir / f"{nb.stem}.failed"
+        row = {"game": game, "notebook": nb.stem, "output": str(out_nb)}
+        if done.exists():
+            rows.append({**row, "status": "skipped (done)", "seconds": json.loads(done.read_text())["seconds"]})
+            continue
+        if failed:
+            rows.append({**row, "status": "not run (earlier notebook failed)", "seconds": 0.0})
+            continue
+        start = time.time()
+        try:
+            papermill.execute_notebook(
+                str(nb), str(out_nb), parameters={**parameters, "game": game, "out_dir": str(game_dir)},
+                kernel_name=kernel, cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout,
+            )
+        except Exception:  # a failing notebook must not stop the other games: record it
+            fail.write_text(traceback.format_exc())
+            rows.append({**row, "status": "failed", "seconds": round(time.time() - start, 1), "error": str(fail)})
+            failed = True
+            continue
+        seconds = round(time.time() - start, 1)
+        fail.unlink(missing_ok=True)
+        done.write_text(json.dumps({"seconds": seconds}))
+        rows.append({**row, "status": "done", "seconds": seconds})
+    return rows
+
+
+def combine_results(out_dir: str | Path) -> pd.DataFrame:
+    """All rows recorded under ``out_dir/*/results/*.json``, one table with a ``table`` column."""
+    frames = []
+    for path in sorted(Path(out_dir).glob("*/results/*.json")):
+        df = pd.DataFrame(json.loads(path.read_text()))
+        df.insert(0, "table", path.stem)
+        if "game" not in df:
+            df.insert(0, "game", path.parent.parent.name)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_study(
+    games: str | Sequence[str],
+    out_dir: str | Path,
+    *,
+    notebooks: str | Sequence[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    workers: int = 1,
+    kernel: str = "python3",
+    timeout: int | None = None,
+    notebook_dir: Path = NOTEBOOK_DIR,
+) -> pd.DataFrame:
+    """Run the study notebooks for every game (``"all"``, ``"atari100k"`` or a list), ``workers``
+    games at a time. Writes the index and the combined results; returns the index table."""
+    names = resolve_games(games)
+    nbs = list_notebooks(notebooks, notebook_dir)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(parameters or {})
+    rows: list[dict[str, Any]] = []
+    if workers <= 1:
+        for game in names:
+            rows += run_game(game, nbs, out, params, kernel, timeout)
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(run_game, g, nbs, out, params, kernel, timeout) for g in names]
+            for fut in futures:
+                rows += fut.result()
+    index = pd.DataFrame(rows)
+    (out / "index.json").write_text(index.to_json(orient="records", indent=1))
+    (out / "index.md").write_text(f"# Study index\n\n```\n{index.to_string(index=False)}\n```\n")
+    results = combine_results(out)
+    if not results.empty:
+        results.to_csv(out / "results.csv", index=False)
+    return index
+
