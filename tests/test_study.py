@@ -1,0 +1,58 @@
+"""The study runner: order, resume, failure isolation, combined results."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from xrlkit.commands.study import _parse_params
+from xrlkit.study import combine_results, list_notebooks, run_study
+
+
+def _notebook(path, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('game = "Pong"\nout_dir = ""\nvalue = 1')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def notebook_dir(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    _notebook(d / "01_first.ipynb", "from xrlkit.study import record\nrecord(out_dir, 'first', {'game': game, 'value': value})")
+    _notebook(d / "02_second.ipynb", "if game == 'Breakout':\n    raise RuntimeError('boom')\nopen(out_dir + '/second.txt', 'a').write('x')")
+    return d
+
+
+def test_list_notebooks_selection(notebook_dir):
+    assert [nb.stem for nb in list_notebooks(None, notebook_dir)] == ["01_first", "02_second"]
+    assert [nb.stem for nb in list_notebooks("2", notebook_dir)] == ["02_second"]
+    with pytest.raises(ValueError, match="no notebook matches"):
+        list_notebooks("7", notebook_dir)
+
+
+def test_study_runs_resumes_and_isolates_failures(notebook_dir, tmp_path):
+    out = tmp_path / "study"
+    index = run_study("Pong,Breakout", out, parameters={"value": 7}, workers=2, notebook_dir=notebook_dir)
+    status = {(r.game, r.notebook): r.status for r in index.itertuples()}
+    assert status == {("Pong", "01_first"): "done", ("Pong", "02_second"): "done",
+                      ("Breakout", "01_first"): "done", ("Breakout", "02_second"): "failed"}
+    assert "boom" in (out / "Breakout" / "02_second.failed").read_text()
+    results = combine_results(out)
+    assert sorted(results["game"]) == ["Breakout", "Pong"] and set(results["value"]) == {7}
+    assert (out / "results.csv").exists() and json.loads((out / "index.json").read_text())
+
+    again = run_study("Pong", out, notebook_dir=notebook_dir)
+    assert set(again["status"]) == {"skipped (done)"}
+    assert (out / "Pong" / "second.txt").read_text() == "x"  # not executed twice
+
+
+def test_param_parsing():
+    assert _parse_params(["frames=100", "device=cpu", "xs=[1,2]"]) == {"frames": 100, "device": "cpu", "xs": [1, 2]}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _parse_params(["frames"])
