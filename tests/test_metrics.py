@@ -1,0 +1,175 @@
+"""Metrics: agreement with Quantus (LLE, sparseness) and with slow reference code
+(insertion / deletion), sanity orderings on a hand-built agent, the evaluation table, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from test_explainers import RegionAgent
+
+from xrlkit.explainers import make_explainer
+from xrlkit.metrics import (
+    METRICS, Accuracy, Deletion, Insertion, LocalLipschitzEstimate, Sparseness, collect_states,
+    evaluate_explainers, make_metric, pixels_per_step,
+)
+from xrlkit.references import make_reference
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def states(breakout_states):
+    return breakout_states[::16][:4]
+
+
+@pytest.fixture(scope="module")
+def grad_saliency(tiny_agent, states):
+    return make_explainer("grad", tiny_agent).explain(states, np.array([0, 1, 2, 3]))
+
+
+def slow_curve(agent, state, action, saliency, n_steps, insert, reference="black"):
+    """P(action) per step for ONE state, pixel order by np.argsort (stable), one forward per step."""
+    s = torch.as_tensor(state).float()
+    r = make_reference(s[None], reference)[0]
+    order = np.argsort(-saliency.numpy().reshape(-1), kind="stable")
+    probs = []
+    for k in range(n_steps + 1):
+        n_px = int(round(k * 84 * 84 / n_steps))
+        rows, cols = order[:n_px] // 84, order[:n_px] % 84
+        x = r.clone() if insert else s.clone()
+        x[:, rows, cols] = s[:, rows, cols] if insert else r[:, rows, cols]
+        with torch.no_grad():
+            probs.append(float(agent.logits(x[None]).softmax(1)[0, action]))
+    return np.array(probs)
+
+
+@pytest.mark.parametrize("cls", [Insertion, Deletion])
+def test_insertion_deletion_match_slow_reference(cls, tiny_agent, states, grad_saliency):
+    actions, n_steps = np.array([0, 1, 2, 3]), 7
+    metric = cls(n_steps=n_steps, batch_size=5)  # batch size not dividing B * (n_steps + 1)
+    curves = metric.curves(tiny_agent, states, actions, grad_saliency)
+    expected = np.stack([slow_curve(tiny_agent, s, a, m, n_steps, cls is Insertion)
+                         for s, a, m in zip(states, actions, grad_saliency)])
+    np.testing.assert_allclose(curves, expected, rtol=1e-5, atol=1e-6)
+    auc = metric(tiny_agent, states, actions, grad_saliency)
+    np.testing.assert_allclose(auc, np.trapezoid(expected, np.linspace(0, 1, n_steps + 1), axis=1), rtol=1e-6)
+
+
+def test_pixels_per_step_covers_the_image():
+    assert pixels_per_step(4) == [0, 1764, 3528, 5292, 7056]
+
+
+def test_region_agent_orderings(states):
+    """A good explainer beats random: insertion > deletion for gradients, and the reverse-ish for random."""
+    agent, a = RegionAgent(), np.zeros(4, int)
+    good = make_explainer("grad", agent).explain(states, a)
+    rnd = make_explainer("random", agent, seed=0).explain(states, a)
+    ins, dele = Insertion(n_steps=10), Deletion(n_steps=10)
+    assert (ins(agent, states, a, good) > dele(agent, states, a, good) + 0.2).all()
+    assert ins(agent, states, a, good).mean() > ins(agent, states, a, rnd).mean() + 0.1
+    assert dele(agent, states, a, good).mean() < dele(agent, states, a, rnd).mean() - 0.1
+    assert Sparseness()(None, None, None, good).mean() > Sparseness()(None, None, None, rnd).mean()
+    acc = Accuracy(top_q=0.05)
+    assert acc(agent, states, a, good).mean() == 1.0
+
+
+def test_accuracy_extremes(tiny_agent, states):
+    a = tiny_agent.act(states)
+    assert Accuracy()(tiny_agent, states, a, torch.ones(4, 84, 84)).tolist() == [1.0] * 4  # m = 1 keeps s
+    black = tiny_agent.act(np.zeros((1, 4, 84, 84), np.uint8))[0]
+    zero_map = Accuracy()(tiny_agent, states, a, torch.zeros(4, 84, 84))  # m = 0: the black reference
+    np.testing.assert_array_equal(zero_map, (a == black).astype(float))
+
+
+def test_sparseness_matches_quantus():
+    quantus = pytest.importorskip("quantus")
+    rng = np.random.default_rng(0)
+    maps = np.stack([rng.random((84, 84)), rng.random((84, 84)) ** 8, np.zeros((84, 84))]).astype(np.float32)
+    maps[2, 40, 40] = 1.0
+    ours = Sparseness()(None, None, None, torch.as_tensor(maps))
+    ref = quantus.Sparseness(normalise=False, disable_warnings=True, display_progressbar=False)(
+        model=None, x_batch=np.zeros((3, 1, 84, 84), np.float32), y_batch=np.zeros(3, int),
+        a_batch=maps[:, None].copy(), device="cpu",
+    )
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+    assert ours[2] > 0.99 > ours[1] > ours[0]
+
+
+class _Logits(nn.Module):
+    def __init__(self, agent):
+        super().__init__()
+        self.agent = agent
+
+    def forward(self, x):
+        return self.agent.logits(x)
+
+
+def test_local_lipschitz_matches_quantus(tiny_agent, states):
+    quantus = pytest.importorskip("quantus")
+    n, sigma, seed = 3, 4.0, 7
+    explainer, a = make_explainer("grad", tiny_agent), np.array([0, 1, 2, 3])
+    lle = LocalLipschitzEstimate(n_samples=n, sigma=sigma, seed=seed)
+    ours = lle(tiny_agent, states, a, explainer.explain(states, a), explainer)
+
+    # Quantus with the same perturbations (documented draw order) and max-normalised maps.
+    gen = torch.Generator().manual_seed(seed)
+    noise = [torch.randn(states.shape, generator=gen).numpy() for _ in range(n)]
+    x = states.astype(np.float32)
+
+    def perturb(arr, indices, **_):
+        return np.clip(arr + sigma * noise.pop(0).reshape(arr.shape), 0, 255)
+
+    def explain(model, inputs, targets, **_):
+        m = explainer.explain(torch.as_tensor(inputs).float(), torch.as_tensor(targets)).numpy()
+        return (m / m.reshape(len(m), -1).max(1)[:, None, None])[:, None]
+
+    ref = quantus.LocalLipschitzEstimate(
+        nr_samples=n, normalise=False, abs=False, perturb_func=perturb, disable_warnings=True,
+        display_progressbar=False, return_nan_when_prediction_changes=False,
+    )(model=_Logits(tiny_agent).eval(), x_batch=x, y_batch=a, a_batch=explain(None, x, a), explain_func=explain,
+      device="cpu")
+    np.testing.assert_allclose(ours, ref, rtol=1e-4)
+    assert (ours > 0).all()
+
+
+def test_lle_is_deterministic_and_random_is_least_robust(tiny_agent, states):
+    a = np.zeros(4, int)
+    lle = LocalLipschitzEstimate(n_samples=2)
+    grad = make_explainer("grad", tiny_agent)
+    g = grad.explain(states, a)
+    np.testing.assert_array_equal(lle(tiny_agent, states, a, g, grad), lle(tiny_agent, states, a, g, grad))
+    rnd = make_explainer("random", tiny_agent)
+    assert lle(tiny_agent, states, a, rnd.explain(states, a), rnd).mean() > lle(tiny_agent, states, a, g, grad).mean()
+
+
+def test_evaluate_explainers_table(tiny_agent, states):
+    explainers = [make_explainer("grad", tiny_agent), make_explainer("random", tiny_agent)]
+    metrics = [make_metric(m, **({"n_steps": 4} if m in ("insertion", "deletion") else
+                                 {"n_samples": 1} if m == "lle" else {})) for m in METRICS]
+    table = evaluate_explainers(tiny_agent, states, explainers, metrics, batch_size=3)
+    assert list(table.columns) == ["explainer", "metric", "value", "std", "n_states", "higher_is_better"]
+    assert len(table) == 2 * len(METRICS) and (table.n_states == 4).all()
+    assert table.value.notna().all()
+    assert set(table.explainer) == {"grad", "random"} and set(table.metric) == set(METRICS)
+
+
+def test_collect_states_plays_the_agent(tiny_agent):
+    s = collect_states(tiny_agent, "Breakout", 3, seed=0, every=2, epsilon=0.0)
+    assert s.shape == (3, 4, 84, 84) and s.dtype == np.uint8
+    np.testing.assert_array_equal(s, collect_states(tiny_agent, "Breakout", 3, seed=0, every=2, epsilon=0.0))
+
+
+def test_metric_errors(tiny_agent, states, grad_saliency):
+    a = np.zeros(4, int)
+    with pytest.raises(ValueError, match="unknown metric"):
+        make_metric("nope")
+    with pytest.raises(ValueError, match="non-negative"):
+        Insertion()(tiny_agent, states, a, -grad_saliency - 1)
+    with pytest.raises(ValueError, match=r"\[4, 84, 84\]"):
+        Deletion()(tiny_agent, states, a, grad_saliency[:2])
+    with pytest.raises(ValueError, match="explainer="):
+        LocalLipschitzEstimate()(tiny_agent, states, a, grad_saliency)
+    with pytest.raises(ValueError, match="top_q"):
+        Accuracy(top_q=0)

@@ -1,0 +1,327 @@
+"""Faithfulness, robustness and complexity metrics for saliency explainers, Quantus-style:
+the constructor holds the parameters, ``metric(agent, states, actions, saliency, explainer)``
+returns one score per state (``float64 [B]`` numpy), deterministic given the seeds.
+
+Inputs: ``states [B, 4, 84, 84]`` in [0, 255] (uint8 or float), ``actions int [B]`` (the
+explained actions, normally the agent's greedy ones), ``saliency float [B, 84, 84] >= 0``.
+Probabilities are the softmax of ``agent.logits`` (Q-values for value-based agents).
+"Removed" pixels are replaced by a reference :func:`xrlkit.references.make_reference`
+(mode ``reference``, black by default), on all 4 frames.
+
+=============  =====  =====================================================================
+name           best   score per state
+=============  =====  =====================================================================
+accuracy       high   1 if argmax on ``m*s + (1-m)*r`` equals the action, with ``m`` the
+                      saliency divided by its max (VisionMask's definition), else 0
+insertion      high   AUC of P(action) as pixels of s are inserted into r, most salient first
+deletion       low    AUC of P(action) as pixels of s are replaced by r, most salient first
+lle            low    local Lipschitz estimate of the explainer (Alvarez-Melis & Jaakkola 2018)
+sparseness     high   Gini index of the saliency (Chalasani et al. 2020, as in Quantus)
+=============  =====  =====================================================================
+
+:func:`evaluate_explainers` runs explainers x metrics into a tidy table and
+:func:`collect_states` gathers real states by playing an agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from xrlkit.agents.base import Agent
+from xrlkit.envs import make_env
+from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer, prepare_inputs
+from xrlkit.references import make_reference
+
+N_PIXELS = SALIENCY_SHAPE[0] * SALIENCY_SHAPE[1]
+
+
+class Metric(Protocol):
+    """A metric: ``name``, ``higher_is_better`` and a per-state scoring ``__call__``."""
+
+    name: str
+    higher_is_better: bool
+
+    def __call__(
+        self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+        saliency: torch.Tensor, explainer: Explainer | None = None,
+    ) -> np.ndarray:
+        """Scores ``float64 [B]``."""
+        ...
+
+
+def _check_saliency(saliency: np.ndarray | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    sal = torch.as_tensor(saliency).detach().to(device, torch.float32)
+    if tuple(sal.shape) != (n, *SALIENCY_SHAPE):
+        raise ValueError(f"expected saliency of shape [{n}, 84, 84], got {tuple(sal.shape)}")
+    if (sal < 0).any():
+        raise ValueError("saliency must be non-negative")
+    return sal
+
+
+def normalise_by_max(saliency: torch.Tensor) -> torch.Tensor:
+    """Each map ``[B, 84, 84] >= 0`` divided by its maximum, so it lies in [0, 1] (all-zero maps
+    stay zero)."""
+    peak = saliency.flatten(1).max(dim=1).values.clamp_min(torch.finfo(saliency.dtype).tiny)
+    return saliency / peak[:, None, None]
+
+
+@torch.no_grad()
+def _logits(agent: Agent, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([agent.logits(chunk).float() for chunk in x.split(batch_size)])
+
+
+class Accuracy:
+    """Share of states whose action survives keeping only the explanation (VisionMask's
+    accuracy): ``x = m * s + (1 - m) * r`` with ``m`` the saliency divided by its max (soft map in
+    [0, 1]), or with ``top_q`` the binary mask of the ``top_q`` fraction of most salient pixels.
+    Score per state: 1.0 if ``argmax logits(x) == action`` else 0.0."""
+
+    name = "accuracy"
+    higher_is_better = True
+
+    def __init__(
+        self, reference: str = "black", background: torch.Tensor | None = None, top_q: float | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if top_q is not None and not 0 < top_q <= 1:
+            raise ValueError(f"top_q must lie in (0, 1], got {top_q}")
+        self.reference, self.background, self.top_q, self.batch_size = reference, background, top_q, batch_size
+
+    def mask(self, saliency: torch.Tensor) -> torch.Tensor:
+        """The kept-pixel mask ``[B, 84, 84]`` in [0, 1] for ``saliency [B, 84, 84]``."""
+        if self.top_q is None:
+            return normalise_by_max(saliency)
+        k = max(1, int(round(self.top_q * N_PIXELS)))
+        rank = _ranks(saliency)
+        return (rank < k).float().view_as(saliency)
+
+    def __call__(
+        self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+        saliency: torch.Tensor, explainer: Explainer | None = None,
+    ) -> np.ndarray:
+        x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
+        m = self.mask(_check_saliency(saliency, len(x), x.device)).unsqueeze(1)
+        kept = m * x + (1 - m) * make_reference(x, self.reference, self.background)
+        pred = _logits(agent, kept, self.batch_size).argmax(dim=1)
+        return (pred == a).double().cpu().numpy()
+
+
+def _ranks(saliency: torch.Tensor) -> torch.Tensor:
+    """Rank of each pixel ``[B, 7056]`` by decreasing saliency (0 = most salient); ties keep
+    raster order (stable sort)."""
+    flat = saliency.flatten(1)
+    order = torch.argsort(-flat, dim=1, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return rank
+
+
+def pixels_per_step(n_steps: int) -> list[int]:
+    """How many pixels are inserted / deleted at step ``k = 0..n_steps``: ``round(k * 7056 / n_steps)``."""
+    return [int(round(k * N_PIXELS / n_steps)) for k in range(n_steps + 1)]
+
+
+class _PixelCurve:
+    """Shared code of :class:`Insertion` and :class:`Deletion`."""
+
+    name = ""
+    higher_is_better = True
+    _insert = True
+
+    def __init__(
+        self, n_steps: int = 20, reference: str = "black", background: torch.Tensor | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        self.n_steps, self.reference, self.background, self.batch_size = n_steps, reference, background, batch_size
+
+    @torch.no_grad()
+    def curves(
+        self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+        saliency: torch.Tensor,
+    ) -> np.ndarray:
+        """``P(action)`` after each step, ``float64 [B, n_steps + 1]``; the x axis is
+        ``linspace(0, 1, n_steps + 1)``, the share of pixels moved (see :func:`pixels_per_step`)."""
+        x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
+        rank = _ranks(_check_saliency(saliency, len(x), x.device)).view(len(x), 1, *SALIENCY_SHAPE)
+        ref = make_reference(x, self.reference, self.background)
+        counts = torch.tensor(pixels_per_step(self.n_steps), device=x.device)
+        n_k = len(counts)
+        probs = torch.empty(len(x) * n_k, device=x.device)
+        pairs = torch.arange(len(x) * n_k, device=x.device)
+        for chunk in pairs.split(self.batch_size):
+            b, k = chunk // n_k, chunk % n_k
+            moved = rank[b] < counts[k].view(-1, 1, 1, 1)
+            img = torch.where(moved, x[b], ref[b]) if self._insert else torch.where(moved, ref[b], x[b])
+            p = agent.logits(img).float().softmax(dim=1)
+            probs[chunk] = p.gather(1, a[b].unsqueeze(1)).squeeze(1)
+        return probs.view(len(x), n_k).double().cpu().numpy()
+
+    def __call__(
+        self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+        saliency: torch.Tensor, explainer: Explainer | None = None,
+    ) -> np.ndarray:
+        """Area under :meth:`curves` (trapezoid rule on [0, 1]) per state, ``float64 [B]``."""
+        c = self.curves(agent, states, actions, saliency)
+        return ((c[:, 1:] + c[:, :-1]) / 2).mean(axis=1)
+
+
+class Insertion(_PixelCurve):
+    """Insertion AUC (Petsiuk et al. 2018): start from the reference, insert the state's pixels
+    (all 4 frames) in decreasing saliency. Higher is better."""
+
+    name = "insertion"
+    higher_is_better = True
+    _insert = True
+
+
+class Deletion(_PixelCurve):
+    """Deletion AUC (Petsiuk et al. 2018): start from the state, replace its pixels by the
+    reference in decreasing saliency. Lower is better."""
+
+    name = "deletion"
+    higher_is_better = False
+    _insert = False
+
+
+class LocalLipschitzEstimate:
+    """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018), as Quantus computes it:
+    ``max_n ||e(x) - e(x_n)||_2 / ||x - x_n||_2`` over ``n_samples`` Gaussian perturbations
+    ``x_n = clip(x + sigma * z_n, 0, 255)`` (``sigma`` in pixel units). ``z_n`` is drawn as
+    ``torch.randn(states.shape, generator=g)`` in order ``n = 0, 1, ...`` from a CPU generator
+    seeded with ``seed`` at each call. With ``normalise`` each map is divided by its max first, so
+    explainers of different scales are comparable. Lower is better. Needs the explainer."""
+
+    name = "lle"
+    higher_is_better = False
+
+    def __init__(self, n_samples: int = 10, sigma: float = 5.0, seed: int = 0, normalise: bool = True,
+                 clip: bool = True) -> None:
+        if n_samples < 1 or sigma <= 0:
+            raise ValueError("need n_samples >= 1 and sigma > 0")
+        self.n_samples, self.sigma, self.seed, self.normalise, self.clip = n_samples, sigma, seed, normalise, clip
+
+    def __call__(
+        self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+        saliency: torch.Tensor, explainer: Explainer | None = None,
+    ) -> np.ndarray:
+        if explainer is None:
+            raise ValueError("the lle metric re-explains perturbed states: pass explainer=")
+        x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
+        e = _check_saliency(saliency, len(x), x.device)
+        e = normalise_by_max(e) if self.normalise else e
+        gen = torch.Generator().manual_seed(self.seed)
+        best = torch.zeros(len(x), dtype=torch.float64)
+        for _ in range(self.n_samples):
+            xp = x + self.sigma * torch.randn(x.shape, generator=gen).to(x.device)
+            xp = xp.clamp(0, 255) if self.clip else xp
+            ep = _check_saliency(explainer.explain(xp, a), len(x), x.device)
+            ep = normalise_by_max(ep) if self.normalise else ep
+            num = (e - ep).flatten(1).double().norm(dim=1)
+            den = (x - xp).flatten(1).double().norm(dim=1) + 1e-10
+            best = torch.maximum(best, (num / den).cpu())
+        return best.numpy()
+
+
+class Sparseness:
+    """Gini index of the saliency (Chalasani et al. 2020), computed as Quantus does: on
+    ``|saliency| + 1e-7`` flattened and sorted ascending,
+    ``sum_i (2i - n - 1) a_i / (n sum_i a_i)``. 0 = uniform, -> 1 = one pixel. Higher is sparser."""
+
+    name = "sparseness"
+    higher_is_better = True
+
+    def __call__(
+        self, agent: Agent | None, states: np.ndarray | torch.Tensor | None, actions: np.ndarray | torch.Tensor | None,
+        saliency: torch.Tensor, explainer: Explainer | None = None,
+    ) -> np.ndarray:
+        sal = torch.as_tensor(saliency).detach().double()
+        if sal.ndim != 3 or tuple(sal.shape[1:]) != SALIENCY_SHAPE:
+            raise ValueError(f"expected saliency of shape [B, 84, 84], got {tuple(sal.shape)}")
+        a = torch.sort(sal.abs().flatten(1) + 1e-7, dim=1).values
+        n = a.shape[1]
+        i = torch.arange(1, n + 1, dtype=torch.float64, device=a.device)
+        return (((2 * i - n - 1) * a).sum(dim=1) / (n * a.sum(dim=1))).cpu().numpy()
+
+
+_METRICS: dict[str, Any] = {
+    "accuracy": Accuracy, "insertion": Insertion, "deletion": Deletion,
+    "lle": LocalLipschitzEstimate, "sparseness": Sparseness,
+}
+#: names accepted by :func:`make_metric`
+METRICS: tuple[str, ...] = tuple(_METRICS)
+
+
+def make_metric(name: str, **kwargs: Any) -> Metric:
+    """Build metric ``name`` (one of :data:`METRICS`); ``kwargs`` go to its constructor."""
+    if name not in _METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {METRICS}")
+    return _METRICS[name](**kwargs)
+
+
+def evaluate_explainers(
+    agent: Agent,
+    states: np.ndarray | torch.Tensor,
+    explainers: Mapping[str, Explainer] | Sequence[Explainer],
+    metrics: Mapping[str, Metric] | Sequence[Metric],
+    actions: np.ndarray | torch.Tensor | None = None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Every explainer x every metric on ``states [N, 4, 84, 84]``; ``actions [N]`` default to the
+    agent's greedy actions. Explains ``batch_size`` states at a time.
+
+    Returns a tidy table, one row per (explainer, metric): columns ``explainer``, ``metric``,
+    ``value`` (mean over states), ``std``, ``n_states``, ``higher_is_better``.
+    """
+    named_e = dict(explainers) if isinstance(explainers, Mapping) else {e.name: e for e in explainers}
+    named_m = dict(metrics) if isinstance(metrics, Mapping) else {m.name: m for m in metrics}
+    if not named_e or not named_m:
+        raise ValueError("need at least one explainer and one metric")
+    x = torch.as_tensor(states)
+    if actions is None:
+        actions = torch.cat([_logits(agent, c, batch_size).argmax(dim=1).cpu() for c in x.split(batch_size)])
+    a = torch.as_tensor(actions)
+    prepare_inputs(x, a, agent.n_actions, "cpu")  # validate shapes once, up front
+    rows = []
+    for e_name, explainer in named_e.items():
+        scores: dict[str, list[np.ndarray]] = {m: [] for m in named_m}
+        for xb, ab in zip(x.split(batch_size), a.split(batch_size)):
+            sal = explainer.explain(xb, ab)
+            for m_name, metric in named_m.items():
+                scores[m_name].append(metric(agent, xb, ab, sal, explainer))
+        for m_name, metric in named_m.items():
+            s = np.concatenate(scores[m_name])
+            rows.append({"explainer": e_name, "metric": m_name, "value": float(s.mean()), "std": float(s.std()),
+                         "n_states": len(s), "higher_is_better": bool(metric.higher_is_better)})
+    return pd.DataFrame(rows)
+
+
+def collect_states(
+    agent: Agent, game: str, n_states: int, *, seed: int = 0, epsilon: float = 0.05, every: int = 4,
+    protocol: str = "ifepaper",
+) -> np.ndarray:
+    """``uint8 [n_states, 4, 84, 84]`` real states of ``game`` met while ``agent`` plays
+    epsilon-greedily (evaluation env, seeded), keeping every ``every``-th state so that kept
+    states are not near-duplicates. Episodes restart when they end."""
+    if n_states < 1 or every < 1:
+        raise ValueError("need n_states >= 1 and every >= 1")
+    env = make_env(game, protocol, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    kept, step = [], 0
+    try:
+        while len(kept) < n_states:
+            if step % every == 0:
+                kept.append(np.asarray(obs, dtype=np.uint8))
+            obs, _, term, trunc, _ = env.step(int(agent.act(np.asarray(obs)[None], epsilon=epsilon)[0]))
+            step += 1
+            if term or trunc:
+                obs, _ = env.reset()
+    finally:
+        env.close()
+    return np.stack(kept)
