@@ -1,0 +1,137 @@
+"""``xrlkit visionmask {collect,train,explain}``: VisionMask datasets, training and figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("visionmask", help="VisionMask: per-action mask explainer (collect / train / explain)")
+    sub = parser.add_subparsers(dest="vm_command", required=True, metavar="STEP")
+
+    p = sub.add_parser("collect", help="roll an agent out and store a state dataset (resumable)")
+    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip)")
+    p.add_argument("--game", required=True)
+    p.add_argument("--n-states", type=int, required=True)
+    p.add_argument("--out", required=True, help="dataset directory (re-run to continue)")
+    p.add_argument("--epsilon", type=float, default=0.0, help="exploration of the rollout policy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--protocol", default="ifepaper")
+    p.add_argument("--max-episode-steps", type=int, default=1000)
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_collect)
+
+    p = sub.add_parser("train", help="train a VisionMask explainer of a frozen agent (resumes from --out)")
+    p.add_argument("--data", required=True, help="dataset directory from 'collect'")
+    p.add_argument("--agent", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbone", choices=("mobilenet", "resnet50"), default="mobilenet")
+    p.add_argument("--backbone-weights", choices=("none", "imagenet"), default="none", help="imagenet: from the local torch hub cache only")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--reference", choices=("black", "mean", "blur", "background"), default="black")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--lambda-e", type=float, default=1.0, help="weight of the complement negative entropy")
+    p.add_argument("--lambda-area", type=float, default=1.0)
+    p.add_argument("--target-area", type=float, default=0.3)
+    p.add_argument("--lambda-tv", type=float, default=0.0)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    p.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("explain", help="figure: frames and every action's mask")
+    p.add_argument("--model", required=True, help="VisionMask checkpoint (e.g. OUT/best.safetensors)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--split", default="test")
+    p.add_argument("--n", type=int, default=3, help="number of states (rows)")
+    p.add_argument("--seed", type=int, default=0, help="which states are drawn")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_explain)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from xrlkit.agents.load import load_any_agent
+    from xrlkit.visionmask import agent_identity, collect_states
+
+    agent = load_any_agent(args.agent, game=args.game, device=args.device)
+    out = collect_states(
+        agent, args.game, args.n_states, args.out, epsilon=args.epsilon, seed=args.seed, protocol=args.protocol,
+        max_episode_steps=args.max_episode_steps, shard_size=args.shard_size, agent_id=agent_identity(agent, args.agent),
+    )
+    print(f"dataset in {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from xrlkit.agents.load import load_any_agent
+    from xrlkit.visionmask import StateDataset, TrainConfig, agent_identity, dataset_meta, train_visionmask
+
+    game = dataset_meta(args.data)["game"]
+    agent = load_any_agent(args.agent, game=game, device=args.device)
+    cfg = TrainConfig(
+        backbone=args.backbone, backbone_weights=args.backbone_weights, reference=args.reference, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, lambda_e=args.lambda_e,
+        lambda_area=args.lambda_area, target_area=args.target_area, lambda_tv=args.lambda_tv, patience=args.patience,
+        amp=not args.no_amp, seed=args.seed, max_batches=args.max_batches,
+    )
+    train = StateDataset(args.data, "train", agent=agent)
+    val = StateDataset(args.data, "val", agent=agent)
+    _, history = train_visionmask(agent, train, val, args.out, cfg, agent_id=agent_identity(agent, args.agent))
+    last = history[-1] if history else {}
+    print(f"{len(history)} epochs; last: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
+    print(f"best explainer: {Path(args.out) / 'best.safetensors'}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch.nn.functional as F
+
+    from xrlkit.visionmask import StateDataset, load_visionmask
+
+    model = load_visionmask(args.model, device=args.device)
+    data = StateDataset(args.data, args.split, load_frames=True)
+    if len(data) == 0:
+        raise ValueError(f"split {args.split!r} of {args.data} is empty")
+    if int(data.meta["n_actions"]) != model.n_actions:
+        raise ValueError(f"{args.model} has {model.n_actions} masks, the data {data.meta['n_actions']} actions")
+    rng = np.random.default_rng(args.seed)
+    idx = np.sort(rng.choice(len(data), size=min(args.n, len(data)), replace=False))
+    masks = model.explain(data.states[idx])
+    up = F.interpolate(masks, size=(210, 160), mode="bilinear", align_corners=False).cpu().numpy()
+    k = model.n_actions
+    fig, axes = plt.subplots(len(idx), k + 1, figsize=(1.6 * (k + 1), 2.2 * len(idx)), squeeze=False)
+    for row, i in enumerate(idx):
+        action = int(data.actions[i])
+        frame = data.frames[i]
+        axes[row, 0].imshow(frame)
+        axes[row, 0].set_title(f"state {i}\nagent: {model.action_meanings[action]}", fontsize=7)
+        for a in range(k):
+            ax = axes[row, a + 1]
+            ax.imshow(frame.mean(axis=2), cmap="gray")
+            ax.imshow(up[row, a], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            ax.set_title(model.action_meanings[a] + (" (chosen)" if a == action else ""), fontsize=7,
+                         color="red" if a == action else "black")
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"VisionMask per-action masks ({model.game or 'unknown game'}, {model.backbone})", fontsize=9)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    print(f"figure written to {out}")
+    return 0
