@@ -173,3 +173,24 @@ def test_metric_errors(tiny_agent, states, grad_saliency):
         LocalLipschitzEstimate()(tiny_agent, states, a, grad_saliency)
     with pytest.raises(ValueError, match="top_q"):
         Accuracy(top_q=0)
+
+
+def test_evaluate_explainers_command(tmp_path, tiny_agent):
+    import json
+
+    import pandas as pd
+
+    from xrlkit.checkpoint import save_agent
+    from xrlkit.cli import main
+
+    ckpt = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout")
+    out = tmp_path / "res" / "table.csv"
+    rc = main(["evaluate-explainers", "--game", "breakout", "--agent", str(ckpt), "--explainers", "grad,random",
+               "--metrics", "deletion,sparseness", "--n-states", "2", "--every", "1", "--out", str(out)])
+    assert rc == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["explainer", "metric", "value", "std", "n_states", "game", "agent",
+                                   "higher_is_better"]
+    assert len(table) == 4 and (table.game == "Breakout").all()
+    assert len(json.loads(out.with_suffix(".json").read_text())) == 4
+    assert main(["evaluate-explainers", "--game", "Breakout", "--agent", str(ckpt), "--explainers", "nope"]) == 2

@@ -1,0 +1,82 @@
+"""``xrlkit evaluate-explainers``: every explainer x every metric on real states of an agent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from xrlkit.explainers import EXPLAINERS, Explainer, VisionMaskExplainer, make_explainer
+from xrlkit.games import resolve_game
+from xrlkit.metrics import METRICS, collect_states, evaluate_explainers, make_metric
+
+DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,rise,random"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate-explainers", help="score saliency explainers with faithfulness metrics on real states")
+    p.add_argument("--game", required=True, help="game the agent plays, e.g. Breakout")
+    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip)")
+    p.add_argument("--explainers", default=DEFAULT_EXPLAINERS,
+                   help=f"comma-separated, from {','.join(EXPLAINERS)} (default: {DEFAULT_EXPLAINERS}; "
+                        "'ife' needs an IFE agent, 'visionmask' needs --visionmask)")
+    p.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)}")
+    p.add_argument("--visionmask", default=None, help="VisionMask checkpoint, for the 'visionmask' explainer")
+    p.add_argument("--n-states", type=int, default=32, help="states collected by playing the agent (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="env, RISE, random-explainer and LLE seed")
+    p.add_argument("--epsilon", type=float, default=0.05, help="exploration while collecting states")
+    p.add_argument("--every", type=int, default=4, help="keep every k-th state of the rollout (default 4)")
+    p.add_argument("--batch-size", type=int, default=8, help="states explained together")
+    p.add_argument("--device", default="cpu", help="torch device for the agent and explainers")
+    p.add_argument("--out", default="explainers.csv", help="CSV table; a .json copy is written next to it")
+    p.set_defaults(func=_run)
+
+
+def _split(spec: str, known: tuple[str, ...], what: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"unknown {what} {unknown or spec!r}; choose from {','.join(known)}")
+    return names
+
+
+def _build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict[str, Explainer]:
+    explainers: dict[str, Explainer] = {}
+    for name in names:
+        if name == "visionmask":
+            if not args.visionmask:
+                raise ValueError("the 'visionmask' explainer needs --visionmask CHECKPOINT")
+            from xrlkit.visionmask.model import load_visionmask
+
+            explainers[name] = VisionMaskExplainer(load_visionmask(args.visionmask, agent, args.device), args.device)
+        elif name in ("rise", "random"):
+            explainers[name] = make_explainer(name, agent, seed=args.seed)
+        else:
+            explainers[name] = make_explainer(name, agent)
+    return explainers
+
+
+def _run(args: argparse.Namespace) -> int:
+    from xrlkit.agents.load import load_any_agent
+
+    game = resolve_game(args.game)
+    explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
+    metric_names = _split(args.metrics, METRICS, "metrics")
+    agent = load_any_agent(args.agent, game=game, device=args.device)
+    if isinstance(agent, torch.nn.Module):
+        agent.eval()
+    explainers = _build_explainers(explainer_names, agent, args)
+    metrics = {m: make_metric(m, seed=args.seed) if m == "lle" else make_metric(m) for m in metric_names}
+    states = collect_states(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every)
+    table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size)
+    table.insert(5, "game", game)
+    table.insert(6, "agent", str(args.agent))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    out.with_suffix(".json").write_text(json.dumps(table.to_dict(orient="records"), indent=2))
+    print(table.to_string(index=False))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
