@@ -1,0 +1,86 @@
+"""Explanation time per state of every xrlkit explainer, on CPU and (when available) CUDA.
+
+    .venv/bin/python benchmarks/bench_explainers.py --batch 4 --reps 2 [--devices cpu,cuda] [--threads 1]
+
+Each explainer runs with its default parameters on ``--batch`` real Breakout states (a random
+policy's rollout) for an untrained Nature-CNN Q agent (the IFE attention explainer: an IFE Q
+agent); one warm-up call, then the median of ``--reps`` timed calls, divided by the batch size.
+Writes ``benchmarks/results/explainers-<device>.json``. Untrained weights do not change the cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from xrlkit.agents import QAgent, QNetConfig, RandomAgent
+from xrlkit.explainers import EXPLAINERS, make_explainer
+from xrlkit.metrics import collect_states
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def time_explainer(explainer, states: torch.Tensor, actions: torch.Tensor, reps: int, device: torch.device) -> float:
+    """Median seconds per state over ``reps`` calls, after one warm-up call."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    explainer.explain(states, actions)
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        explainer.explain(states, actions)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / len(states)
+
+
+def bench(device: torch.device, batch: int, reps: int, note: str) -> dict:
+    agents = {enc: QAgent(4, QNetConfig(encoder=enc), seed=0).eval().to(device) for enc in ("nature", "ife")}
+    states = torch.as_tensor(collect_states(RandomAgent(4), "Breakout", batch, seed=0)).to(device)
+    actions = agents["nature"].act(states)
+    results = {}
+    for name in EXPLAINERS:
+        if name == "visionmask":  # needs a trained VisionMask model; benchmarked with VisionMask itself
+            continue
+        agent = agents["ife" if name == "ife" else "nature"]
+        sec = time_explainer(make_explainer(name, agent), states, torch.as_tensor(actions), reps, device)
+        results[name] = {"seconds_per_state": round(sec, 6), "agent_encoder": "ife" if name == "ife" else "nature"}
+        print(f"{device.type:5s} {name:10s} {sec * 1e3:10.2f} ms/state", flush=True)
+    return {
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch, "reps": reps,
+        "note": note, "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", default="cpu,cuda", help="comma-separated; cuda is skipped when unavailable")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. the machine's load)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in args.devices.split(","):
+        if name == "cuda" and not torch.cuda.is_available():
+            print("cuda not available, skipped")
+            continue
+        out = RESULTS / f"explainers-{name}.json"
+        out.write_text(json.dumps(bench(torch.device(name), args.batch, args.reps, args.note), indent=2) + "\n")
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
