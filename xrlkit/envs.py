@@ -9,6 +9,10 @@ gives ``uint8 [N, 4, 84, 84]``. Two protocols:
   (the game itself goes on) and rewards are sign-clipped.
 * ``machado`` -- Machado et al. (2018), ALE v5 defaults: sticky actions with p = 0.25, no no-op
   starts, full episodes (no life-loss signal) also during training; sign-clipped training rewards.
+* ``rlzoo`` -- what RL-Zoo / Stable-Baselines3 Atari agents see: ``{Game}NoFrameskip-v4`` with
+  SB3's ``AtariWrapper`` defaults (30 no-op starts, frame-skip 4 with max-pool, life loss is
+  terminal, FIRE on reset, 84x84 gray, clipped rewards) and a zero-padded 4-frame stack, as
+  ``VecFrameStack`` builds it; see :func:`make_rlzoo_env`.
 
 Evaluation envs (``train=False``) never clip rewards or cut episodes at a life loss, so an
 episode's summed reward is the game score. Raw RGB frames stay reachable via :func:`rgb_frame`.
@@ -17,13 +21,13 @@ episode's summed reward is the game score. Raw RGB frames stay reachable via :fu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsFloat
 
 import ale_py
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.atari_wrappers import ClipRewardEnv, EpisodicLifeEnv
+from stable_baselines3.common.atari_wrappers import AtariWrapper, ClipRewardEnv, EpisodicLifeEnv
 
 from xrlkit.games import resolve_game
 
@@ -51,6 +55,7 @@ class Protocol:
 PROTOCOLS: dict[str, Protocol] = {
     "ifepaper": Protocol("ifepaper", repeat_action_probability=0.0, noop_max=30, episodic_life=True, clip_rewards=True),
     "machado": Protocol("machado", repeat_action_probability=0.25, noop_max=0, episodic_life=False, clip_rewards=True),
+    "rlzoo": Protocol("rlzoo", repeat_action_probability=0.0, noop_max=30, episodic_life=True, clip_rewards=True),
 }
 
 
@@ -84,6 +89,8 @@ def make_env(
     game at a life loss, whereas the DQN convention keeps playing the same game.
     """
     proto = get_protocol(protocol)
+    if proto.name == "rlzoo":
+        return make_rlzoo_env(game, train=train, seed=seed, render_mode=render_mode)
     env = gym.make(
         ale_id(game),
         frameskip=1,
@@ -127,11 +134,16 @@ def make_vector_env(
     FIRE on reset by default (we do neither unless the protocol asks), and its episodic-life
     option is only enabled for training envs. ``backend="gym"`` steps :func:`make_env` copies
     in one process, exactly as the single env; use it to compare or debug.
+
+    The ``rlzoo`` protocol always uses the ``gym`` backend: ale-py's vector env cannot reproduce
+    SB3's ``AtariWrapper`` (FIRE on reset, its no-op and max-pool wrappers).
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     proto = get_protocol(protocol)
     name = resolve_game(game)
+    if proto.name == "rlzoo":
+        backend = "gym"
     if backend == "ale":
         from ale_py.vector_env import AtariVectorEnv
 
@@ -158,6 +170,97 @@ def make_vector_env(
     env.reset(seed=seed)
     env.action_space.seed(seed)
     return env
+
+
+class _ScoreTally(gym.Wrapper):
+    """Sums every raw game reward that passes through it, also those of steps taken in resets."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.total = 0.0
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.total += float(reward)
+        return obs, reward, terminated, truncated, info
+
+
+class _RLZooFrameStack(gym.Wrapper):
+    """Zero-padded 4-frame stack of ``WarpFrame`` output ``[84, 84, 1]``, channels first.
+
+    Restarts (zeros + newest frame) at every reset, as SB3's ``VecFrameStack`` does when an
+    episode ends. With ``continue_on_life_loss`` a life loss reported by ``EpisodicLifeEnv`` is
+    not passed on: the wrapper performs the reset RL-Zoo's VecEnv would do (a no-op step, then
+    FIRE), restarts the stack and continues the same episode until the game is over; the reward
+    is then the raw game reward counted by ``tally`` (including the reset's steps).
+    """
+
+    def __init__(self, env: gym.Env, tally: _ScoreTally, continue_on_life_loss: bool) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(0, 255, OBS_SHAPE, np.uint8)
+        self._tally = tally
+        self._continue = continue_on_life_loss
+        self._frames = np.zeros(OBS_SHAPE, np.uint8)
+        lives_env = env
+        while not isinstance(lives_env, EpisodicLifeEnv):
+            lives_env = lives_env.env  # type: ignore[attr-defined]
+        self._lives_env = lives_env
+
+    def _restart(self, frame: np.ndarray) -> np.ndarray:
+        self._frames[:] = 0
+        self._frames[-1] = frame[..., 0]
+        return self._frames.copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """A new game when ``seed`` is given or life losses are handled inside (evaluation);
+        otherwise SB3's behaviour: after a life loss, continue the same game (no-op + FIRE)."""
+        if seed is not None or self._continue:
+            self._lives_env.was_real_done = True
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._restart(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        before = self._tally.total
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not self._continue:
+            self._frames[:-1] = self._frames[1:]
+            self._frames[-1] = obs[..., 0]
+            return self._frames.copy(), reward, terminated, truncated, info
+        if terminated and not truncated and not self._lives_env.was_real_done:
+            obs, info = self.env.reset()
+            info = {**info, "life_lost": True}
+            stacked, terminated = self._restart(obs), False
+        else:
+            self._frames[:-1] = self._frames[1:]
+            self._frames[-1] = obs[..., 0]
+            stacked = self._frames.copy()
+        return stacked, self._tally.total - before, terminated, truncated, info
+
+
+def make_rlzoo_env(game: str, *, train: bool = False, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """One env as RL-Zoo builds it for Atari; observations ``uint8 [4, 84, 84]``, oldest frame first.
+
+    ``{Game}NoFrameskip-v4`` + SB3 ``AtariWrapper`` with the defaults RL-Zoo's ``atari`` presets
+    use + a zero-padded 4-frame stack (as ``VecFrameStack``), transposed to channels first as
+    SB3's ``VecTransposeImage`` does before the policy sees it.
+
+    * ``train=True``: exactly RL-Zoo's training env: a lost life terminates the episode (the
+      following ``reset()`` continues the same game with a no-op step and FIRE; ``reset(seed=...)``
+      always starts a new game) and rewards are sign-clipped.
+    * ``train=False``: the same observations as RL-Zoo's evaluation (which keeps the wrapper and
+      its life-loss resets, scoring with ``Monitor``): a lost life is handled inside the env
+      (no-op + FIRE, frame stack restarted, ``info["life_lost"] = True``) and the episode ends
+      at game over; rewards are the unclipped game score, so returns are comparable to RL-Zoo's
+      reported scores.
+    """
+    env = gym.make(f"{resolve_game(game)}NoFrameskip-v4", render_mode=render_mode)
+    tally = _ScoreTally(env)
+    wrapped = AtariWrapper(tally, terminal_on_life_loss=True, clip_reward=train)
+    out: gym.Env = _RLZooFrameStack(wrapped, tally, continue_on_life_loss=not train)
+    if seed is not None:
+        out.reset(seed=seed)
+        out.action_space.seed(seed)
+    return out
 
 
 def rgb_frame(env: gym.Env) -> np.ndarray:
