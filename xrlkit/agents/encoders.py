@@ -162,6 +162,13 @@ class IFE(nn.Module):
         return self.afe(self.hue(x))
 
 
+def upsample_attention(attention: torch.Tensor, size: tuple[int, int] = (84, 84), mode: str = "nearest") -> torch.Tensor:
+    """Upsample attention maps ``[B, h, w]`` (each summing to 1) to ``[B, *size]``, rescaled to
+    keep summing to 1. With ``mode="nearest"`` each HUE cell shows exactly its input patch."""
+    up = F.interpolate(attention.unsqueeze(1), size=size, mode=mode).squeeze(1)
+    return up / up.sum(dim=(1, 2), keepdim=True)
+
+
 ENCODERS: dict[str, type[nn.Module]] = {"nature": NatureCNN, "impala": ImpalaCNN, "ife": IFE}
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xrlkit.agents.base import TorchAgent, as_obs_tensor
-from xrlkit.agents.encoders import make_encoder
+from xrlkit.agents.encoders import make_encoder, upsample_attention
 
 
 class NoisyLinear(nn.Module):
@@ -122,9 +122,8 @@ class QAgent(TorchAgent):
             raise ValueError(f"encoder {self.config.encoder!r} has no attention map; use the 'ife' encoder")
         with torch.no_grad():
             self(as_obs_tensor(obs, self.device) / 255.0)
-            att = self.encoder.attention.unsqueeze(1)  # type: ignore[union-attr]
-        up = F.interpolate(att, size=size, mode=mode).squeeze(1)
-        return up / up.sum(dim=(1, 2), keepdim=True)
+            att = self.encoder.attention  # type: ignore[union-attr]
+        return upsample_attention(att, size, mode)
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
