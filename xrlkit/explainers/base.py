@@ -14,7 +14,7 @@ are reduced to ``[B, 84, 84]`` by summing the absolute value over the 4 stacked 
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ def reduce_frames(attr: torch.Tensor) -> torch.Tensor:
     return attr.detach().abs().sum(dim=1).float()
 
 
-def logits_fn(agent: Agent):
+def logits_fn(agent: Agent) -> Callable[[torch.Tensor], torch.Tensor]:
     """The forward function captum differentiates: float states in [0, 255] -> logits ``[B, A]``."""
     return lambda x: agent.logits(x)
 
