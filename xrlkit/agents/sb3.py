@@ -124,7 +124,7 @@ def detect_algo(data: dict[str, Any]) -> str:
         raise ValueError("this SB3 model is TRPO, which xrlkit does not support")
     if "clip_range" in data:
         return "ppo"
-    if "gae_lambda" in data and "normalize_advantage" in data:
+    if "gae_lambda" in data:
         return "a2c"
     raise ValueError(f"cannot tell which SB3 algorithm wrote this model (policy module {module!r}); "
                      f"xrlkit supports {sorted(ALGOS)}")
@@ -184,7 +184,7 @@ class SB3Agent:
 
     def __init__(self, model: BaseAlgorithm, action_meanings: tuple[str, ...] | None = None,
                  meta: dict[str, Any] | None = None, seed: int = 0) -> None:
-        algo = next((name for name, cls in ALGOS.items() if type(model) is cls), None)
+        algo = next((name for name, cls in ALGOS.items() if isinstance(model, cls)), None)
         if algo is None:
             raise ValueError(f"unsupported SB3 model {type(model).__name__}; xrlkit supports {sorted(ALGOS)}")
         if not isinstance(model.action_space, gym.spaces.Discrete):
@@ -373,7 +373,9 @@ def load_sb3_agent(path: str | Path, game: str | None = None, device: str | torc
 
     The algorithm comes from the xrlkit metadata if present, else from the zip's ``data``.
     With metadata, ``game`` must match the stored one; without, the model's action count must
-    equal the size of ``game``'s minimal action set. Raises ``FileNotFoundError`` for a missing
+    equal the size of ``game``'s minimal action set (with neither, actions are named
+    ``ACTION_i``). Pickled training schedules are replaced by constants, so zips from other
+    Python / SB3 versions load; the returned model is for inference. Raises ``FileNotFoundError`` for a missing
     file and ``ValueError`` for a corrupt / non-SB3 zip, an unknown algorithm or a mismatch.
     """
     path = Path(path)
@@ -564,7 +566,10 @@ def train_sb3(
     """Train an SB3 agent with RL-Zoo's Atari preset; returns the path of ``out_dir/final.zip``.
 
     ``algo``: ``ppo``, ``recurrentppo`` (sb3-contrib PPO with a CNN-LSTM policy: a *synchronous*
-    PPO-LSTM, not the IFE paper's asynchronous A3C-LSTM) or ``a2c``. ``encoder``: ``nature`` uses
+    PPO-LSTM, not the IFE paper's asynchronous A3C-LSTM) or ``a2c``. With ``protocol="rlzoo"``
+    the training env is RL-Zoo's own (for ``recurrentppo`` its preset turns the life-loss signal
+    off, so its evaluation under ``rlzoo``, which keeps SB3's FIRE after a lost life, differs
+    slightly from RL-Zoo's); other protocols train on xrlkit's training envs. ``encoder``: ``nature`` uses
     SB3's own CNN (the model is then exactly an RL-Zoo model); ``impala`` / ``ife`` use
     :class:`XrlkitExtractor`. ``total_steps`` counts agent steps summed over the ``n_envs`` envs
     (frames = 4 x steps); ``n_envs`` defaults to the preset's (8 for PPO, 16 for A2C).
