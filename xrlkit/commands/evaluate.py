@@ -1,0 +1,44 @@
+"""``xrlkit evaluate``: play full episodes with a trained agent; print mean score and HNS."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score an agent checkpoint on its game (mean return, HNS)")
+    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip)")
+    p.add_argument("--game", required=True, help="game the agent was trained on")
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
+    p.add_argument("--protocol", default="ifepaper", help="env protocol: ifepaper or machado")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epsilon", type=float, default=0.0, help="exploration while evaluating (default 0)")
+    p.add_argument("--max-steps", type=int, default=27_000, help="agent steps bounding an episode")
+    p.add_argument("--device", default="cpu", help="torch device for the agent")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the result (returns, mean, hns) as JSON")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from xrlkit.agents.load import load_any_agent
+    from xrlkit.evaluation import evaluate
+    from xrlkit.games import resolve_game
+
+    game = resolve_game(args.game)
+    agent = load_any_agent(args.agent, game=game, device=args.device)
+    if isinstance(agent, torch.nn.Module):
+        agent.eval()
+    result = evaluate(agent, game, args.episodes, protocol=args.protocol, epsilon=args.epsilon,
+                      seed=args.seed, max_steps=args.max_steps)
+    print(f"{game}: mean score {result.mean:.2f} over {len(result.returns)} episodes, HNS {result.hns:.3f}")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**result.to_dict(), "agent": str(args.agent), "protocol": args.protocol,
+                                   "seed": args.seed}, indent=2))
+        print(f"wrote {out}")
+    return 0
