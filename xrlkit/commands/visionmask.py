@@ -112,7 +112,9 @@ def _explain(args: argparse.Namespace) -> int:
     masks = model.explain(data.states[idx])
     up = F.interpolate(masks, size=(210, 160), mode="bilinear", align_corners=False).cpu().numpy()
     k = model.n_actions
-    fig, axes = plt.subplots(len(idx), k + 1, figsize=(1.6 * (k + 1), 2.2 * len(idx)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(idx), k + 1, figsize=(1.6 * (k + 1) + 0.6, 2.2 * len(idx) + 0.4), squeeze=False, layout="constrained"
+    )
     for row, i in enumerate(idx):
         action = int(data.actions[i])
         frame = data.frames[i]
@@ -121,14 +123,14 @@ def _explain(args: argparse.Namespace) -> int:
         for a in range(k):
             ax = axes[row, a + 1]
             ax.imshow(frame.mean(axis=2), cmap="gray")
-            ax.imshow(up[row, a], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            overlay = ax.imshow(up[row, a], cmap="jet", alpha=0.5, vmin=0, vmax=1)
             ax.set_title(model.action_meanings[a] + (" (chosen)" if a == action else ""), fontsize=7,
                          color="red" if a == action else "black")
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
+    fig.colorbar(overlay, ax=axes, fraction=0.02, label="mask value (1 = kept)")
     fig.suptitle(f"VisionMask per-action masks ({model.game or 'unknown game'}, {model.backbone})", fontsize=9)
-    fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -1,4 +1,4 @@
-"""VisionMask (Liu et al. 2024, arXiv 2411.16120): contrastive learning of per-action masks that
+"""VisionMask (arXiv 2411.16120): contrastive learning of per-action masks that
 explain an RL agent's actions. Collect states (:mod:`.data`), train the explainer against the
 frozen agent (:mod:`.train`, loss in :mod:`.loss`), explain and test counterfactuals
 (:mod:`.counterfactual`)."""

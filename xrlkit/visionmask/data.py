@@ -20,9 +20,10 @@ agent steps (a stuck greedy agent would otherwise fill the dataset with one epis
 last episode is cut when ``n_states`` is reached.
 
 Shards are written atomically as they fill, each followed by its index entry, so an interrupted
-collection loses at most one partial shard; re-running with the same settings (and a possibly
-larger ``n_states``) continues with the next episode. Episode ``e`` is reset with seed
-``seed + e`` and its exploration uses its own RNG, so results do not depend on interruptions.
+collection loses at most one partial shard (the interrupted episode is kept up to its last
+complete shard); re-running with the same settings (and a possibly larger ``n_states``)
+continues with the next episode. Episode ``e`` is reset with seed ``seed + e`` and explores with
+its own RNG, so each episode's states do not depend on what was collected before it.
 
 Every shard is checked when written (re-read, and the agent's action recomputed from the stored
 uint8 states must equal the stored action) and every load checks the SHA-256 of each shard
