@@ -395,6 +395,9 @@ def train(
     With ``resume=True`` a ``resume.safetensors`` in ``out_dir`` is continued from its step
     (the envs restart new episodes; with ``save_replay=True`` the replay is restored too); a
     run with another game / preset / encoder / protocol / seed / config raises ``ValueError``.
+    Evaluations use ``seed + 10_000`` every time, so the points of a learning curve compare.
+    Learning starts once the replay holds ``learning_starts_frames / 4`` transitions (also
+    after a resume without a saved replay, which refills it first).
     """
     game = resolve_game(game)
     proto = get_protocol(protocol)
@@ -418,7 +421,6 @@ def train(
         _check_same_run(resume_path, run)
 
     torch.manual_seed(seed)
-    np.random.seed(seed)
     meanings = action_meanings(game)
     learner = RainbowLearner(len(meanings), cfg, encoder, dev, meanings, seed)
     skip = proto.frame_skip
@@ -483,7 +485,8 @@ def train(
     obs, info = env.reset(seed=seed + counters["env_steps"])
     prev_frame_no = np.asarray(info["episode_frame_number"]).copy()
     game_return = np.zeros(cfg.n_envs)
-    learn_start = min(cfg.learning_starts_frames // skip, buffer.capacity)
+    # (a full ring always holds a few unsampleable transitions, hence the cap at half of it)
+    learn_start = max(1, min(cfg.learning_starts_frames // skip, buffer.capacity // 2))
     t0 = time.perf_counter()
     bar = tqdm(total=total_frames // skip, initial=counters["env_steps"], unit="step",
                desc=f"rainbow {game}", disable=not progress, dynamic_ncols=True)
@@ -508,7 +511,7 @@ def train(
             counters["env_steps"] += cfg.n_envs
             bar.update(cfg.n_envs)
 
-            if len(buffer) >= max(learn_start, 1):
+            if len(buffer) >= learn_start:
                 beta = cfg.per_beta0 + (cfg.per_beta_final - cfg.per_beta0) * min(1.0, frames() / total_frames)
                 for _ in range(cfg.updates_per_step):
                     batch = buffer.sample(cfg.batch_size, beta)
