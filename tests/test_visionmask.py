@@ -16,7 +16,7 @@ from xrlkit.agents import QAgent, QNetConfig
 from xrlkit.checkpoint import save_agent
 from xrlkit.visionmask import (
     StateDataset, TrainConfig, VisionMask, collect_states, counterfactual, flip_rates, load_visionmask,
-    mask_logits, masked_inputs, train_visionmask, visionmask_loss,
+    masked_inputs, train_visionmask, visionmask_loss,
 )
 from xrlkit.visionmask.train import batch_loss, freeze_agent
 
