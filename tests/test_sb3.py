@@ -19,7 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from xrlkit.agents.encoders import IFE
 from xrlkit.agents.sb3 import (
-    HubError, SB3Agent, XrlkitExtractor, load_from_hub, load_sb3_agent, make_sb3_train_env, read_xrlkit_meta,
+    HubError, SB3Agent, XrlkitExtractor, evaluate_sb3, load_from_hub, load_sb3_agent, make_sb3_train_env, read_xrlkit_meta,
     sb3_to_xrlkit_obs, train_sb3, write_xrlkit_meta,
 )
 from xrlkit.envs import make_env, make_vector_env
@@ -230,3 +230,11 @@ def test_train_sb3_writes_loadable_model_and_resumes(tmp_path: Path) -> None:
     assert train_sb3(total_steps=256, **kw) == final and _steps_logged(out) == [128, 256]  # already done
     with pytest.raises(ValueError, match="trained on 'Breakout'"):
         load_sb3_agent(final, game="Pong")
+
+
+def test_evaluate_sb3_keeps_lstm_state_through_episodes(saved: dict) -> None:
+    agent = load_sb3_agent(saved["recurrentppo"][1], game="Breakout")
+    result = evaluate_sb3(agent, "Breakout", 3, n_envs=2, max_steps=25)
+    assert result.lengths == [25, 25]  # an episode cut at max_steps ends its env's share, as in evaluate()
+    result = evaluate_sb3(agent, "Breakout", 3, n_envs=2, max_steps=5000)
+    assert len(result.returns) == 3 and all(n < 5000 for n in result.lengths)
