@@ -19,8 +19,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from xrlkit.agents.encoders import IFE
 from xrlkit.agents.sb3 import (
-    HubError, SB3Agent, XrlkitExtractor, evaluate_sb3, load_from_hub, load_sb3_agent, make_sb3_train_env, read_xrlkit_meta,
-    sb3_to_xrlkit_obs, train_sb3, write_xrlkit_meta,
+    HubError, SB3Agent, XrlkitExtractor, evaluate_sb3, load_from_hub, load_sb3_agent, make_sb3_train_env,
+    read_xrlkit_meta, sb3_to_xrlkit_obs, train_sb3, write_xrlkit_meta,
 )
 from xrlkit.envs import make_env, make_vector_env
 
@@ -134,7 +134,8 @@ def test_recurrent_session_matches_predict_with_state(saved: dict) -> None:
 def test_ife_extractor_trains_and_gives_attention(cls: type, sb3_env: VecEnv, sb3_obs: np.ndarray,
                                                   tmp_path: Path) -> None:
     policy = "CnnLstmPolicy" if cls is RecurrentPPO else "CnnPolicy"
-    kwargs = {"features_extractor_class": XrlkitExtractor, "features_extractor_kwargs": {"encoder": "ife", "hidden": 64}}
+    kwargs = {"features_extractor_class": XrlkitExtractor,
+              "features_extractor_kwargs": {"encoder": "ife", "hidden": 64}}
     if cls is RecurrentPPO:
         kwargs["lstm_hidden_size"] = 16
     model = cls(policy, sb3_env, n_steps=8, batch_size=16, n_epochs=1, seed=0, device="cpu", policy_kwargs=kwargs)

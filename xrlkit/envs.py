@@ -211,7 +211,9 @@ class _RLZooFrameStack(gym.Wrapper):
         self._frames[-1] = frame[..., 0]
         return self._frames.copy()
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """A new game when ``seed`` is given or life losses are handled inside (evaluation);
         otherwise SB3's behaviour: after a life loss, continue the same game (no-op + FIRE)."""
         if seed is not None or self._continue:
@@ -237,7 +239,9 @@ class _RLZooFrameStack(gym.Wrapper):
         return stacked, self._tally.total - before, terminated, truncated, info
 
 
-def make_rlzoo_env(game: str, *, train: bool = False, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+def make_rlzoo_env(
+    game: str, *, train: bool = False, seed: int | None = None, render_mode: str | None = None
+) -> gym.Env:
     """One env as RL-Zoo builds it for Atari; observations ``uint8 [4, 84, 84]``, oldest frame first.
 
     ``{Game}NoFrameskip-v4`` + SB3 ``AtariWrapper`` with the defaults RL-Zoo's ``atari`` presets

@@ -256,7 +256,8 @@ class SB3Agent:
         state = self.initial_state(b) if state is None else state
         policy = self.policy
         features = BaseModel.extract_features(policy, x, policy.pi_features_extractor)  # type: ignore[arg-type]
-        latent, new_state = policy._process_sequence(features, state, starts, policy.lstm_actor)  # type: ignore[union-attr]
+        lstm = policy.lstm_actor  # type: ignore[union-attr]
+        latent, new_state = policy._process_sequence(features, state, starts, lstm)  # type: ignore[union-attr]
         return policy.action_net(policy.mlp_extractor.forward_actor(latent)), new_state  # type: ignore[union-attr]
 
     def logits(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -642,7 +643,8 @@ def train_sb3(
     write_xrlkit_meta(final, {
         "game": game, "algo": algo, "encoder": encoder, "protocol": protocol, "steps": int(model.num_timesteps),
         "frames": 4 * int(model.num_timesteps), "seed": seed, "n_envs": n_envs,
-        "n_actions": int(model.action_space.n), "action_meanings": list(action_meanings(game)),  # type: ignore[attr-defined]
+        "n_actions": int(model.action_space.n),  # type: ignore[attr-defined]
+        "action_meanings": list(action_meanings(game)),
         "preset": "rlzoo", "hyperparams": json.loads(json.dumps(raw, default=lambda o: getattr(o, "__name__", str(o)))),
         "command": shlex.join(sys.argv), "versions": _versions(),
     })
