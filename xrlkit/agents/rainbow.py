@@ -33,6 +33,7 @@ import dataclasses
 import os
 import sys
 import time
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -437,10 +438,14 @@ def train(
         recent.extend(meta["recent_returns"])
         resumed_from = meta["resumed_from"] + [counters["env_steps"]]
         torch.set_rng_state(tensors["rng.torch"])
+        if dev.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], dev)
         if replay_path.is_file() and read_meta(replay_path).get("env_steps") == counters["env_steps"]:
             arrays, rmeta = load_tensors(replay_path)
             buffer.load_state({k: v.numpy() for k, v in arrays.items()}, rmeta["replay"])
             buffer.discard_pending()
+        elif replay_path.is_file():
+            warnings.warn(f"{replay_path} does not match the resume step; resuming with an empty replay")
         buffer.rng.bit_generator.state = meta["replay_rng"]
         _trim_metrics(metrics_path, counters["env_steps"] * skip)
     elif metrics_path.is_file():
@@ -452,6 +457,8 @@ def train(
     def save_resume() -> None:
         tensors, lmeta = learner.state()
         tensors["rng.torch"] = torch.get_rng_state()
+        if dev.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(dev)
         if save_replay:
             arrays, rmeta = buffer.state()
             _atomic_save(replay_path, {k: torch.from_numpy(v) for k, v in arrays.items()},
