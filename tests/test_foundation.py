@@ -158,3 +158,11 @@ def test_evaluate_reports_unclipped_returns():
     assert np.isfinite(result.hns)
     again = evaluate(RandomAgent(4, seed=0), "Breakout", n_episodes=3, seed=0)
     assert again.returns == result.returns  # seeded evaluation is reproducible
+
+
+def test_vector_backend_auto_reproduces_protocol():
+    with pytest.raises(ValueError, match="ale backend"):
+        make_vector_env("Breakout", 2, "ifepaper", train=True, backend="ale")  # it would restart the game at a life loss
+    env = make_vector_env("Breakout", 2, "ifepaper", train=True)
+    assert isinstance(env, __import__("gymnasium").vector.SyncVectorEnv)
+    env.close()

@@ -138,7 +138,7 @@ def test_nstep_returns_by_hand() -> None:
 
 
 def test_stacks_rebuilt_exactly_from_real_atari_with_wraparound() -> None:
-    env = make_vector_env("Breakout", 2, train=True, seed=0, backend="ale")
+    env = make_vector_env("Breakout", 2, "machado", train=True, seed=0, backend="ale")
     buf = PrioritizedReplay(2 * 60, 2, n_step=3, gamma=0.99, alpha=0.5, side_fraction=0.05, seed=0)
     rng = np.random.default_rng(0)
     obs, _ = env.reset(seed=0)

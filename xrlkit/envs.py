@@ -121,7 +121,7 @@ def make_vector_env(
     *,
     train: bool = False,
     seed: int = 0,
-    backend: str = "ale",
+    backend: str = "auto",
 ) -> gym.vector.VectorEnv:
     """``n_envs`` envs stepping together; observations ``uint8 [n_envs, 4, 84, 84]``.
 
@@ -131,19 +131,26 @@ def make_vector_env(
 
     ``backend="ale"`` uses ale-py's C++ ``AtariVectorEnv`` (multi-threaded, much faster). Its
     defaults differ from :func:`make_env` and are overridden here: it clips rewards and presses
-    FIRE on reset by default (we do neither unless the protocol asks), and its episodic-life
-    option is only enabled for training envs. ``backend="gym"`` steps :func:`make_env` copies
-    in one process, exactly as the single env; use it to compare or debug.
+    FIRE on reset by default (we do neither unless the protocol asks). ``backend="gym"`` steps
+    :func:`make_env` copies in one process, exactly as the single env. ``backend="auto"`` (the
+    default) picks ``gym`` where ale-py's env cannot reproduce the protocol and ``ale`` elsewhere:
 
-    The ``rlzoo`` protocol always uses the ``gym`` backend: ale-py's vector env cannot reproduce
-    SB3's ``AtariWrapper`` (FIRE on reset, its no-op and max-pool wrappers).
+    * training envs with the life-loss signal: ale-py's ``episodic_life`` restarts the whole game
+      at a life loss (lives back to full), unlike the DQN convention of playing on;
+    * the ``rlzoo`` protocol: SB3's ``AtariWrapper`` (FIRE on reset, its own no-op and max-pool
+      wrappers) has no ale-py equivalent.
+
+    The two backends pad the first stack of an episode differently (ale: zeros; gym: the first
+    frame repeated).
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     proto = get_protocol(protocol)
     name = resolve_game(game)
-    if proto.name == "rlzoo":
-        backend = "gym"
+    if backend == "auto":
+        backend = "gym" if proto.name == "rlzoo" or (train and proto.episodic_life) else "ale"
+    elif backend == "ale" and (proto.name == "rlzoo" or (train and proto.episodic_life)):
+        raise ValueError(f"the ale backend cannot reproduce protocol {proto.name!r} for training; use backend='gym'")
     if backend == "ale":
         from ale_py.vector_env import AtariVectorEnv
 
@@ -155,7 +162,6 @@ def make_vector_env(
             max_num_frames_per_episode=proto.max_episode_frames,
             img_height=SCREEN_SIZE, img_width=SCREEN_SIZE, stack_num=FRAME_STACK,
             grayscale=True, maxpool=True,
-            episodic_life=train and proto.episodic_life,
             reward_clipping=train and proto.clip_rewards,
             use_fire_reset=False,
             autoreset_mode=AutoresetMode.SAME_STEP,

@@ -382,7 +382,7 @@ def train(
     save_replay: bool = False,
     progress: bool = True,
     resume: bool = True,
-    env_backend: str | None = None,
+    env_backend: str = "auto",
     eval_max_steps: int = 27_000,
     **overrides: Any,
 ) -> Path:
@@ -390,9 +390,8 @@ def train(
 
     ``encoder`` defaults to the preset's (IMPALA for fastrainbow, Nature for der).
     ``overrides`` replace :class:`RainbowConfig` fields of the preset. ``eval_every_frames
-    <= 0`` evaluates only at the end; ``eval_episodes = 0`` never. ``env_backend``: None picks
-    ``"gym"`` for protocols with the life-loss signal (ale-py's vector env restarts the whole
-    game at a life loss, unlike the DQN convention) and ``"ale"`` otherwise.
+    <= 0`` evaluates only at the end; ``eval_episodes = 0`` never. ``env_backend`` is passed to
+    :func:`xrlkit.envs.make_vector_env` (``"auto"`` picks the one that reproduces the protocol).
     With ``resume=True`` a ``resume.safetensors`` in ``out_dir`` is continued from its step
     (the envs restart new episodes; with ``save_replay=True`` the replay is restored too); a
     run with another game / preset / encoder / protocol / seed / config raises ``ValueError``.
@@ -485,10 +484,9 @@ def train(
             "elapsed_s": round(counters["elapsed_s"] + time.perf_counter() - t0, 1),
         })
 
-    backend = env_backend or ("gym" if proto.episodic_life else "ale")
     env_proto = dataclasses.replace(proto, clip_rewards=False)  # clip here, keep raw scores
     env = make_vector_env(game, cfg.n_envs, env_proto, train=True, seed=seed + counters["env_steps"],
-                          backend=backend)
+                          backend=env_backend)
     obs, info = env.reset(seed=seed + counters["env_steps"])
     prev_frame_no = np.asarray(info["episode_frame_number"]).copy()
     game_return = np.zeros(cfg.n_envs)
