@@ -166,3 +166,11 @@ def test_vector_backend_auto_reproduces_protocol():
     env = make_vector_env("Breakout", 2, "ifepaper", train=True)
     assert isinstance(env, __import__("gymnasium").vector.SyncVectorEnv)
     env.close()
+
+
+def test_agent_protocol_follows_the_checkpoint(tmp_path):
+    from xrlkit.agents.load import agent_protocol, load_any_agent
+
+    path = save_agent(QAgent(4, QNetConfig("nature")), tmp_path / "m.safetensors", game="Breakout", protocol="machado")
+    assert agent_protocol(load_any_agent(path)) == "machado"
+    assert agent_protocol(RandomAgent(4)) == "ifepaper"

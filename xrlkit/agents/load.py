@@ -24,3 +24,15 @@ def load_any_agent(path: str | Path, *, game: str | None = None, device: str | t
     from xrlkit.checkpoint import load_agent
 
     return load_agent(path, game=game, device=device)
+
+
+def agent_protocol(agent: Agent) -> str:
+    """The env protocol an agent was trained under, so it is evaluated and explained on what it
+    saw: ``agent.meta["protocol"]`` when the checkpoint stored one, else ``rlzoo`` for
+    Stable-Baselines3 agents (RL-Zoo's wrappers) and ``ifepaper`` for the rest."""
+    meta = getattr(agent, "meta", None) or {}
+    if "protocol" in meta:
+        return str(meta["protocol"])
+    from xrlkit.agents.sb3 import SB3Agent
+
+    return "rlzoo" if isinstance(agent, SB3Agent) else "ifepaper"

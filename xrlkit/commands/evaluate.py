@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip)")
     p.add_argument("--game", required=True, help="game the agent was trained on")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
-    p.add_argument("--protocol", default="ifepaper", help="env protocol: ifepaper or machado")
+    p.add_argument("--protocol", default=None,
+                   help="env protocol (ifepaper, machado, rlzoo); default: the one the agent was trained under")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epsilon", type=float, default=0.0, help="exploration while evaluating (default 0)")
     p.add_argument("--max-steps", type=int, default=27_000, help="agent steps bounding an episode")
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xrlkit.agents.load import load_any_agent
+    from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.evaluation import evaluate
     from xrlkit.games import resolve_game
 
@@ -32,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     agent = load_any_agent(args.agent, game=game, device=args.device)
     if isinstance(agent, torch.nn.Module):
         agent.eval()
+    args.protocol = args.protocol or agent_protocol(agent)
     result = evaluate(agent, game, args.episodes, protocol=args.protocol, epsilon=args.epsilon,
                       seed=args.seed, max_steps=args.max_steps)
     print(f"{game}: mean score {result.mean:.2f} over {len(result.returns)} episodes, HNS {result.hns:.3f}")

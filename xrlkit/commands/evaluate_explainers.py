@@ -59,7 +59,7 @@ def _build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xrlkit.agents.load import load_any_agent
+    from xrlkit.agents.load import agent_protocol, load_any_agent
 
     game = resolve_game(args.game)
     explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
@@ -69,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
         agent.eval()
     explainers = _build_explainers(explainer_names, agent, args)
     metrics = {m: make_metric(m, seed=args.seed) if m == "lle" else make_metric(m) for m in metric_names}
-    states = collect_states(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every)
+    states = collect_states(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every,
+                            protocol=agent_protocol(agent))
     table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size)
     table.insert(5, "game", game)
     table.insert(6, "agent", str(args.agent))

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="dataset directory (re-run to continue)")
     p.add_argument("--epsilon", type=float, default=0.0, help="exploration of the rollout policy")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--protocol", default="ifepaper")
+    p.add_argument("--protocol", default=None, help="env protocol; default: the one the agent was trained under")
     p.add_argument("--max-episode-steps", type=int, default=1000)
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
@@ -59,12 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from xrlkit.agents.load import load_any_agent
+    from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.visionmask import agent_identity, collect_states
 
     agent = load_any_agent(args.agent, game=args.game, device=args.device)
     out = collect_states(
-        agent, args.game, args.n_states, args.out, epsilon=args.epsilon, seed=args.seed, protocol=args.protocol,
+        agent, args.game, args.n_states, args.out, epsilon=args.epsilon, seed=args.seed,
+        protocol=args.protocol or agent_protocol(agent),
         max_episode_steps=args.max_episode_steps, shard_size=args.shard_size, agent_id=agent_identity(agent, args.agent),
     )
     print(f"dataset in {out}")
