@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from test_explainers import RegionAgent
 
+from xrlkit.evaluation import rollout
 from xrlkit.explainers import make_explainer
 from xrlkit.metrics import (
-    METRICS, Accuracy, Deletion, Insertion, LocalLipschitzEstimate, Sparseness, collect_states,
+    METRICS, Accuracy, Deletion, Insertion, LocalLipschitzEstimate, Sparseness,
     evaluate_explainers, make_metric, pixels_per_step,
 )
 from xrlkit.references import make_reference
@@ -155,10 +156,12 @@ def test_evaluate_explainers_table(tiny_agent, states):
     assert set(table.explainer) == {"grad", "random"} and set(table.metric) == set(METRICS)
 
 
-def test_collect_states_plays_the_agent(tiny_agent):
-    s = collect_states(tiny_agent, "Breakout", 3, seed=0, every=2, epsilon=0.0)
-    assert s.shape == (3, 4, 84, 84) and s.dtype == np.uint8
-    np.testing.assert_array_equal(s, collect_states(tiny_agent, "Breakout", 3, seed=0, every=2, epsilon=0.0))
+def test_rollout_plays_the_agent(tiny_agent):
+    r = rollout(tiny_agent, "Breakout", 3, seed=0, every=2, epsilon=0.0)
+    assert r.states.shape == (3, 4, 84, 84) and r.states.dtype == np.uint8
+    assert r.frames.shape == (3, 210, 160, 3) and r.actions.shape == r.rewards.shape == (3,)
+    np.testing.assert_array_equal(r.actions, tiny_agent.act(r.states))  # greedy: recorded = recomputed
+    np.testing.assert_array_equal(r.states, rollout(tiny_agent, "Breakout", 3, seed=0, every=2).states)
 
 
 def test_metric_errors(tiny_agent, states, grad_saliency):

@@ -8,7 +8,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from xrlkit.agents.base import Agent
-from xrlkit.envs import Protocol, make_vector_env
+from xrlkit.envs import Protocol, make_env, make_vector_env, rgb_frame
 from xrlkit.games import human_normalized_score, resolve_game
 
 
@@ -76,3 +76,55 @@ def evaluate(
     bar.close()
     env.close()
     return result
+
+
+@dataclass
+class Rollout:
+    """States an agent met while playing, with what it did. ``states uint8 [N, 4, 84, 84]``,
+    ``frames uint8 [N, 210, 160, 3]`` (raw screen at each state), ``actions int64 [N]``,
+    ``rewards float [N]`` (unclipped), ``episode int [N]`` (index of the episode each came from)."""
+
+    states: np.ndarray
+    frames: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    episode: np.ndarray
+
+
+def rollout(
+    agent: Agent,
+    game: str,
+    n_states: int,
+    *,
+    protocol: str | Protocol = "ifepaper",
+    seed: int = 0,
+    epsilon: float = 0.0,
+    every: int = 1,
+) -> Rollout:
+    """Play ``agent`` (epsilon-greedy) on an evaluation env and keep every ``every``-th state until
+    ``n_states`` are kept (``every > 1`` avoids near-duplicate states). Episodes restart when
+    they end. Seeded: the same arguments give the same states."""
+    if n_states < 1 or every < 1:
+        raise ValueError(f"need n_states >= 1 and every >= 1, got {n_states} and {every}")
+    env = make_env(game, protocol, seed=seed)
+    obs, _ = env.reset(seed=seed)
+    keep: dict[str, list] = {"states": [], "frames": [], "actions": [], "rewards": [], "episode": []}
+    step, episode = 0, 0
+    try:
+        while len(keep["states"]) < n_states:
+            action = int(agent.act(np.asarray(obs)[None], epsilon=epsilon)[0])
+            if step % every == 0:
+                keep["states"].append(np.asarray(obs, dtype=np.uint8))
+                keep["frames"].append(rgb_frame(env))
+                keep["actions"].append(action)
+                keep["episode"].append(episode)
+            obs, reward, term, trunc, _ = env.step(action)
+            if step % every == 0:
+                keep["rewards"].append(float(reward))
+            step += 1
+            if term or trunc:
+                obs, _ = env.reset()
+                episode += 1
+    finally:
+        env.close()
+    return Rollout(**{k: np.asarray(v) for k, v in keep.items()})

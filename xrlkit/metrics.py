@@ -19,8 +19,8 @@ lle            low    local Lipschitz estimate of the explainer (Alvarez-Melis &
 sparseness     high   Gini index of the saliency (Chalasani et al. 2020, as in Quantus)
 =============  =====  =====================================================================
 
-:func:`evaluate_explainers` runs explainers x metrics into a tidy table and
-:func:`collect_states` gathers real states by playing an agent.
+:func:`evaluate_explainers` runs explainers x metrics into a tidy table (real states come from
+:func:`xrlkit.evaluation.rollout`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import pandas as pd
 import torch
 
 from xrlkit.agents.base import Agent
-from xrlkit.envs import make_env
 from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer, prepare_inputs
 from xrlkit.references import make_reference
 
@@ -301,27 +300,3 @@ def evaluate_explainers(
                          "n_states": len(s), "higher_is_better": bool(metric.higher_is_better)})
     return pd.DataFrame(rows)
 
-
-def collect_states(
-    agent: Agent, game: str, n_states: int, *, seed: int = 0, epsilon: float = 0.05, every: int = 4,
-    protocol: str = "ifepaper",
-) -> np.ndarray:
-    """``uint8 [n_states, 4, 84, 84]`` real states of ``game`` met while ``agent`` plays
-    epsilon-greedily (evaluation env, seeded), keeping every ``every``-th state so that kept
-    states are not near-duplicates. Episodes restart when they end."""
-    if n_states < 1 or every < 1:
-        raise ValueError("need n_states >= 1 and every >= 1")
-    env = make_env(game, protocol, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    kept, step = [], 0
-    try:
-        while len(kept) < n_states:
-            if step % every == 0:
-                kept.append(np.asarray(obs, dtype=np.uint8))
-            obs, _, term, trunc, _ = env.step(int(agent.act(np.asarray(obs)[None], epsilon=epsilon)[0]))
-            step += 1
-            if term or trunc:
-                obs, _ = env.reset()
-    finally:
-        env.close()
-    return np.stack(kept)

@@ -10,7 +10,8 @@ import torch
 
 from xrlkit.explainers import EXPLAINERS, Explainer, VisionMaskExplainer, make_explainer
 from xrlkit.games import resolve_game
-from xrlkit.metrics import METRICS, collect_states, evaluate_explainers, make_metric
+from xrlkit.evaluation import rollout
+from xrlkit.metrics import METRICS, evaluate_explainers, make_metric
 
 DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,rise,random"
 
@@ -69,8 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         agent.eval()
     explainers = _build_explainers(explainer_names, agent, args)
     metrics = {m: make_metric(m, seed=args.seed) if m == "lle" else make_metric(m) for m in metric_names}
-    states = collect_states(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every,
-                            protocol=agent_protocol(agent))
+    states = rollout(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every,
+                     protocol=agent_protocol(agent)).states
     table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size)
     table.insert(5, "game", game)
     table.insert(6, "agent", str(args.agent))
