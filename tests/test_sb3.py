@@ -19,10 +19,11 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from xrlkit.agents.encoders import IFE
 from xrlkit.agents.sb3 import (
-    HubError, SB3Agent, XrlkitExtractor, evaluate_sb3, load_from_hub, load_sb3_agent, make_sb3_train_env,
+    HubError, SB3Agent, XrlkitExtractor, load_from_hub, load_sb3_agent, make_sb3_train_env,
     read_xrlkit_meta, sb3_to_xrlkit_obs, train_sb3, write_xrlkit_meta,
 )
 from xrlkit.envs import make_env, make_vector_env
+from xrlkit.evaluation import evaluate
 
 torch.set_num_threads(1)
 
@@ -233,9 +234,13 @@ def test_train_sb3_writes_loadable_model_and_resumes(tmp_path: Path) -> None:
         load_sb3_agent(final, game="Pong")
 
 
-def test_evaluate_sb3_keeps_lstm_state_through_episodes(saved: dict) -> None:
+def test_evaluate_keeps_lstm_state_through_episodes(saved: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     agent = load_sb3_agent(saved["recurrentppo"][1], game="Breakout")
-    result = evaluate_sb3(agent, "Breakout", 3, n_envs=2, max_steps=25)
-    assert result.lengths == [25, 25]  # an episode cut at max_steps ends its env's share, as in evaluate()
-    result = evaluate_sb3(agent, "Breakout", 3, n_envs=2, max_steps=5000)
+    sessions: list[int] = []
+    session = agent.session
+    monkeypatch.setattr(agent, "session", lambda n: sessions.append(n) or session(n))
+    result = evaluate(agent, "Breakout", 3, protocol="rlzoo", n_envs=2, max_steps=25)
+    assert sessions == [2]  # acted through a stateful session, not state by state
+    assert result.lengths == [25, 25]  # an episode cut at max_steps ends its env's share
+    result = evaluate(agent, "Breakout", 3, protocol="rlzoo", n_envs=2, max_steps=5000)
     assert len(result.returns) == 3 and all(n < 5000 for n in result.lengths)

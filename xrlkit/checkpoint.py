@@ -107,3 +107,25 @@ def load_agent(
         raise ValueError(f"{path}: weights do not match the stored config ({err})") from err
     agent.meta = meta  # type: ignore[attr-defined]
     return agent.to(device).eval()
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optim.") -> dict[str, torch.Tensor]:
+    """The per-parameter state of ``optimizer`` (e.g. Adam's moments) as flat tensors
+    ``{prefix}{param_index}.{slot}``, for :func:`save_tensors`; param groups are rebuilt by the
+    caller's own optimizer, so only the state travels."""
+    return {
+        f"{prefix}{pid}.{slot}": torch.as_tensor(value)
+        for pid, slots in optimizer.state_dict()["state"].items()
+        for slot, value in slots.items()
+    }
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str = "optim.") -> None:
+    """Load the state written by :func:`optimizer_tensors` into ``optimizer`` (same parameters,
+    same hyperparameters), ignoring tensors without ``prefix``."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            pid, slot = key[len(prefix):].split(".", 1)
+            state.setdefault(int(pid), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})

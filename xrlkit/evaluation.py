@@ -47,7 +47,8 @@ def evaluate(
     """Play ``n_episodes`` full (evaluation) episodes; returns are the game's own score.
 
     Episodes are split evenly over ``n_envs`` envs, each playing its share to the end, so short
-    episodes are not favoured. ``max_steps`` agent steps (27k = the 108k-frame limit at
+    episodes are not favoured. Agents with a ``session(n_envs)`` method (recurrent policies) act
+    through it, carrying their memory within each episode. ``max_steps`` agent steps (27k = the 108k-frame limit at
     frame-skip 4) bound an episode; one cut there counts with its return so far and ends that
     env's share.
     """
@@ -59,10 +60,12 @@ def evaluate(
     env = make_vector_env(game, n_envs, protocol, train=False, seed=seed)
     obs, _ = env.reset(seed=seed)
     result = EvalResult(game)
-    ret, length = np.zeros(n_envs), np.zeros(n_envs, dtype=int)
+    ret, length, start = np.zeros(n_envs), np.zeros(n_envs, dtype=int), np.ones(n_envs, dtype=bool)
+    session = agent.session(n_envs) if hasattr(agent, "session") else None
     bar = tqdm(total=n_episodes, desc=f"eval {game}", disable=not progress)
     while todo.any():
-        obs, reward, term, trunc, _ = env.step(agent.act(obs, epsilon=epsilon))
+        actions = session.act(obs, start, epsilon=epsilon) if session else agent.act(obs, epsilon=epsilon)
+        obs, reward, term, trunc, _ = env.step(actions)
         ret += reward
         length += 1
         cut = length >= max_steps
@@ -71,8 +74,9 @@ def evaluate(
             result.lengths.append(int(length[i]))
             todo[i] = 0 if cut[i] else todo[i] - 1
             bar.update(1)
-        ret[term | trunc] = 0.0
-        length[term | trunc] = 0
+        start = term | trunc
+        ret[start] = 0.0
+        length[start] = 0
     bar.close()
     env.close()
     return result

@@ -48,7 +48,7 @@ from xrlkit.agents.base import epsilon_greedy
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.agents.replay import Batch, PrioritizedReplay
-from xrlkit.checkpoint import load_tensors, read_meta, save_agent, save_tensors
+from xrlkit.checkpoint import load_tensors, optimizer_tensors, read_meta, restore_optimizer, save_agent, save_tensors
 from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
@@ -264,12 +264,9 @@ class RainbowLearner:
         """Tensors (nets, flattened Adam state) and JSON (param groups, scaler, counters, RNG)."""
         tensors = {f"online.{k}": v for k, v in self.online.state_dict().items()}
         tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
-        opt = self.optimizer.state_dict()
-        for pid, slots in opt["state"].items():
-            for key, value in slots.items():
-                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value)
+        tensors.update(optimizer_tensors(self.optimizer))
         meta = {
-            "param_groups": opt["param_groups"], "scaler": self.scaler.state_dict() if self.use_amp else None,
+            "scaler": self.scaler.state_dict() if self.use_amp else None,
             "updates": self.updates, "rng": self.rng.bit_generator.state,
             "agent_rng": self.online._rng.bit_generator.state,
         }
@@ -279,13 +276,7 @@ class RainbowLearner:
         """Restore what :meth:`state` returned."""
         self.online.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("online.")})
         self.target.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("target.")})
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, pid, name = key.split(".", 2)
-                state.setdefault(int(pid), {})[name] = value
-        groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        restore_optimizer(self.optimizer, tensors)
         if self.use_amp and meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
         self.updates = int(meta["updates"])

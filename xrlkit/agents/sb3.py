@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from xrlkit.agents.base import as_obs_tensor, epsilon_greedy
 from xrlkit.agents.encoders import make_encoder, upsample_attention
 from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env, make_vector_env
-from xrlkit.evaluation import EvalResult, evaluate
+from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 
 #: algorithm name -> SB3 class
@@ -331,37 +331,6 @@ class PolicySession:
         return epsilon_greedy(self.logits(obs, episode_start), epsilon, self.agent._rng)
 
 
-def evaluate_sb3(agent: SB3Agent, game: str, n_episodes: int = 10, *, protocol: str = "rlzoo", seed: int = 0,
-                 n_envs: int = 4, max_steps: int = 27_000) -> EvalResult:
-    """Score an SB3 agent like :func:`xrlkit.evaluation.evaluate`; RecurrentPPO agents keep
-    their LSTM state through each episode (``evaluate`` would score every state from a zero
-    state). Feed-forward agents are passed to ``evaluate`` unchanged."""
-    if not agent.is_recurrent:
-        return evaluate(agent, game, n_episodes, protocol=protocol, seed=seed, n_envs=n_envs, max_steps=max_steps)
-    game = resolve_game(game)
-    n_envs = min(n_envs, n_episodes)
-    todo = np.array([n_episodes // n_envs + (i < n_episodes % n_envs) for i in range(n_envs)])
-    env = make_vector_env(game, n_envs, protocol, train=False, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    session = agent.session(n_envs)
-    result = EvalResult(game)
-    ret, length, start = np.zeros(n_envs), np.zeros(n_envs, dtype=int), np.ones(n_envs, bool)
-    while todo.any():
-        obs, reward, term, trunc, _ = env.step(session.act(obs, start))
-        ret += reward
-        length += 1
-        cut = length >= max_steps
-        for i in np.flatnonzero((term | trunc | cut) & (todo > 0)):
-            result.returns.append(float(ret[i]))
-            result.lengths.append(int(length[i]))
-            todo[i] = 0 if cut[i] else todo[i] - 1
-        start = term | trunc
-        ret[start] = 0.0
-        length[start] = 0
-    env.close()
-    return result
-
-
 def _custom_objects() -> dict[str, Any]:
     """Replacements for pickled training-only objects, so zips from other Python / SB3 versions
     (e.g. RL-Zoo's) load for inference."""
@@ -616,8 +585,8 @@ def train_sb3(
 
     def run_eval(steps: int) -> None:
         evaluated.append(steps)
-        result = evaluate_sb3(SB3Agent(model, action_meanings(game)), game, eval_episodes, protocol=protocol,
-                              seed=seed + 10_000, max_steps=eval_max_steps)
+        result = evaluate(SB3Agent(model, action_meanings(game)), game, eval_episodes, protocol=protocol,
+                          seed=seed + 10_000, max_steps=eval_max_steps)
         model.policy.set_training_mode(False)
         new = not metrics.is_file()
         with metrics.open("a", newline="") as f:

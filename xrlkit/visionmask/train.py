@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from xrlkit.checkpoint import load_tensors, save_tensors
+from xrlkit.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from xrlkit.references import estimate_background
 from xrlkit.visionmask.data import StateDataset
 from xrlkit.visionmask.loss import mask_logits, visionmask_loss
@@ -91,22 +91,6 @@ def batch_loss(model: VisionMask, agent: Any, states: torch.Tensor, actions: tor
     )
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    flat = {}
-    for i, state in opt.state_dict()["state"].items():
-        for k, v in state.items():
-            flat[f"{i}.{k}"] = torch.as_tensor(v)
-    return flat
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in flat.items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-
-
 def train_visionmask(
     agent: Any,
     train_data: StateDataset,
@@ -148,7 +132,7 @@ def train_visionmask(
         if tmeta.get("settings") != settings:
             raise ValueError(f"{out} holds a run with other settings; use a new out_dir to start over")
         model.load_state_dict(load_visionmask(out / "last.safetensors").state_dict())
-        _restore_optimizer(opt, {k: v.to(device) for k, v in opt_tensors.items()})
+        restore_optimizer(opt, {k: v.to(device) for k, v in opt_tensors.items()})
         history, best, bad_epochs, start = tmeta["history"], tmeta["best"], tmeta["bad_epochs"], tmeta["epoch"]
 
     gen = torch.Generator().manual_seed(cfg.seed + start)
@@ -195,7 +179,7 @@ def train_visionmask(
         model.save(out / "last.safetensors", **extra)
         if improved:
             model.save(out / "best.safetensors", **extra)
-        save_tensors(trainer_path, _optimizer_tensors(opt), {
+        save_tensors(trainer_path, optimizer_tensors(opt), {
             "kind": "visionmask-trainer", "settings": settings, "history": history, "best": best,
             "bad_epochs": bad_epochs, "epoch": epoch + 1,
         })
