@@ -1,0 +1,48 @@
+"""Every shipped model loads, plays above a random policy and (VisionMask) beats random saliency."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xrlkit.agents.load import agent_protocol, load_any_agent
+from xrlkit.defaults import MODELS_DIR, shipped, shipped_models
+from xrlkit.evaluation import evaluate, rollout
+from xrlkit.explainers import make_explainer
+from xrlkit.games import REFERENCE_SCORES
+from xrlkit.metrics import make_metric
+from xrlkit.visionmask import load_visionmask
+
+MODELS = shipped_models()
+EXPERTS = [m for m in MODELS if m["role"] in ("expert", "ife")]
+MASKS = [m for m in MODELS if m["role"] == "visionmask"]
+
+
+def test_manifest_lists_existing_files_within_budget():
+    assert all((MODELS_DIR / m["file"]).is_file() for m in MODELS)
+    total_mb = sum((MODELS_DIR / m["file"]).stat().st_size for m in MODELS) / 2**20
+    assert total_mb <= 50, f"shipped models take {total_mb:.1f} MB, over the 50 MB budget"
+    assert all(m["command"] for m in MODELS)
+    with pytest.raises(ValueError, match="role"):
+        shipped("Breakout", "teacher")
+
+
+@pytest.mark.parametrize("entry", EXPERTS, ids=lambda m: f"{m['game']}-{m['role']}")
+def test_shipped_agent_beats_random_play(entry):
+    agent = load_any_agent(MODELS_DIR / entry["file"], game=entry["game"])
+    result = evaluate(agent, entry["game"], 1, protocol=agent_protocol(agent), seed=0, max_steps=4000)
+    assert result.mean > REFERENCE_SCORES[entry["game"]][0], result.returns
+
+
+@pytest.mark.parametrize("entry", MASKS, ids=lambda m: m["game"])
+def test_shipped_visionmask_beats_random_saliency_on_insertion(entry):
+    agent = load_any_agent(shipped(entry["game"], "expert"), game=entry["game"])
+    model = load_visionmask(MODELS_DIR / entry["file"], agent)
+    states = torch.as_tensor(rollout(agent, entry["game"], 16, protocol=agent_protocol(agent), seed=1, every=8).states)
+    actions = agent.act(states)
+    insertion = make_metric("insertion", n_steps=16, reference=model.reference_mode, background=model.background)
+    scores = {
+        name: insertion(agent, states, actions, make_explainer(name, agent, **kw).explain(states, actions)).mean()
+        for name, kw in [("visionmask", {"model": model}), ("random", {"seed": 0})]
+    }
+    assert scores["visionmask"] > scores["random"], scores
