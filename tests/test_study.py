@@ -47,6 +47,8 @@ def test_study_runs_resumes_and_isolates_failures(notebook_dir, tmp_path):
     assert sorted(results["game"]) == ["Breakout", "Pong"] and set(results["value"]) == {7}
     assert (out / "results.csv").exists() and json.loads((out / "index.json").read_text())
 
+    with pytest.raises(ValueError, match="valeu"):
+        run_study("Pong", out, parameters={"valeu": 7}, notebook_dir=notebook_dir)  # a typo is caught up front
     again = run_study("Pong", out, notebook_dir=notebook_dir)
     assert set(again["status"]) == {"skipped (done)"}
     assert (out / "Pong" / "second.txt").read_text() == "x"  # not executed twice

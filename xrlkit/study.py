@@ -48,6 +48,13 @@ def list_notebooks(selection: str | Sequence[str] | None = None, notebook_dir: P
     return sorted(chosen)
 
 
+def notebook_parameters(notebook: Path) -> set[str]:
+    """Names a notebook declares in its ``parameters`` cell."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
 def record(out_dir: str | Path, name: str, rows: list[dict[str, Any]] | dict[str, Any]) -> Path:
     """Store result rows (flat dicts) of a notebook as ``out_dir/results/<name>.json``."""
     rows = [rows] if isinstance(rows, dict) else rows
@@ -82,9 +89,11 @@ def run_game(
             rows.append({**row, "status": "not run (earlier notebook failed)", "seconds": 0.0})
             continue
         start = time.time()
+        declared = notebook_parameters(nb)
+        own = {k: v for k, v in parameters.items() if k in declared}
         try:
             papermill.execute_notebook(
-                str(nb), str(out_nb), parameters={**parameters, "game": game, "out_dir": str(game_dir)},
+                str(nb), str(out_nb), parameters={**own, "game": game, "out_dir": str(game_dir)},
                 kernel_name=kernel, cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout,
             )
         except Exception:  # a failing notebook must not stop the other games: record it
@@ -123,12 +132,18 @@ def run_study(
     notebook_dir: Path = NOTEBOOK_DIR,
 ) -> pd.DataFrame:
     """Run the study notebooks for every game (``"all"``, ``"atari100k"`` or a list), ``workers``
-    games at a time. Writes the index and the combined results; returns the index table."""
+    games at a time. Each notebook gets the ``parameters`` it declares (a name no selected
+    notebook declares is a ``ValueError``), plus ``game`` and ``out_dir``. Writes the index and
+    the combined results; returns the index table."""
     names = resolve_games(games)
     nbs = list_notebooks(notebooks, notebook_dir)
+    params = dict(parameters or {})
+    declared = set().union(*(notebook_parameters(nb) for nb in nbs))
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise ValueError(f"no selected notebook has parameter(s) {unknown}; they declare {sorted(declared)}")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    params = dict(parameters or {})
     rows: list[dict[str, Any]] = []
     if workers <= 1:
         for game in names:
