@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from xrlkit.commands.study import _parse_params
+from xrlkit.cli import parse_key_values
 from xrlkit.study import combine_results, list_notebooks, run_study
 
 
@@ -55,6 +55,6 @@ def test_study_runs_resumes_and_isolates_failures(notebook_dir, tmp_path):
 
 
 def test_param_parsing():
-    assert _parse_params(["frames=100", "device=cpu", "xs=[1,2]"]) == {"frames": 100, "device": "cpu", "xs": [1, 2]}
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        _parse_params(["frames"])
+    assert parse_key_values(["frames=100", "device=cpu", "xs=[1,2]"], "--param") == {"frames": 100, "device": "cpu", "xs": [1, 2]}
+    with pytest.raises(ValueError, match="--param expects KEY=VALUE"):
+        parse_key_values(["frames"], "--param")

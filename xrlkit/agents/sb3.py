@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from xrlkit.agents.base import as_obs_tensor, epsilon_greedy
 from xrlkit.agents.encoders import make_encoder, upsample_attention
-from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env, make_vector_env
+from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 

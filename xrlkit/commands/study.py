@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from xrlkit.cli import parse_key_values
 from xrlkit.study import run_study
 
 
@@ -20,21 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _parse_params(items: list[str]) -> dict:
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
 def _run(args: argparse.Namespace) -> int:
-    index = run_study(args.games, args.out, notebooks=args.notebooks, parameters=_parse_params(args.param),
+    index = run_study(args.games, args.out, notebooks=args.notebooks, parameters=parse_key_values(args.param, "--param"),
                       workers=args.workers, timeout=args.timeout)
     print(index.to_string(index=False))
     print(f"index: {args.out}/index.md, combined results: {args.out}/results.csv")

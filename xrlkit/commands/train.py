@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 from xrlkit.agents.encoders import ENCODERS
+from xrlkit.cli import parse_key_values
 
 ALGOS = ("rainbow", "ppo", "recurrentppo")
 
@@ -37,20 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["batch_size=32", "loss=mse"]`` -> ``{"batch_size": 32, "loss": "mse"}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
@@ -63,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
             eval_every_frames=args.eval_every, eval_episodes=args.eval_episodes,
             eval_max_steps=args.eval_max_steps, checkpoint_every_frames=args.checkpoint_every,
             save_replay=args.save_replay, progress=not args.no_progress, resume=not args.no_resume,
-            **parse_overrides(args.set),
+            **parse_key_values(args.set, "--set"),
         )
     else:
         if args.set:
