@@ -19,6 +19,7 @@ import torch
 from xrlkit.agents.rainbow import PRESETS, RainbowLearner, make_config
 from xrlkit.agents.replay import Batch
 from xrlkit.envs import OBS_SHAPE, make_vector_env
+from timing import call_times
 
 ENCODERS = ("nature", "impala", "ife")
 RESULTS = Path(__file__).parent / "results"
@@ -37,27 +38,17 @@ def synthetic_batch(batch_size: int, n_actions: int, rng: np.random.Generator) -
     )
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def bench_updates(preset: str, encoder: str, device: torch.device, batch_size: int, reps: int) -> float:
     """Gradient updates per second (after one warm-up update)."""
     learner = RainbowLearner(18, make_config(preset, batch_size=batch_size), encoder, device)
     batch = synthetic_batch(batch_size, 18, np.random.default_rng(0))
-    learner.update(batch)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        learner.update(batch)
-    sync(device)
-    return reps / (time.perf_counter() - start)
+    return reps / sum(call_times(lambda: learner.update(batch), reps, device))
 
 
-def bench_env(game: str, n_envs: int, steps: int, backend: str, learner: RainbowLearner | None) -> float:
-    """Env steps per second summed over ``n_envs`` envs, random or agent (epsilon 0.01) actions."""
-    env = make_vector_env(game, n_envs, train=True, seed=0, backend=backend)
+def bench_env(game: str, n_envs: int, steps: int, backend: str, train: bool, learner: RainbowLearner | None) -> float:
+    """Env steps per second summed over ``n_envs`` envs, random or agent (epsilon 0.01) actions.
+    ``train=True`` is the training env (whose life-loss signal only the gym backend reproduces)."""
+    env = make_vector_env(game, n_envs, train=train, seed=0, backend=backend)
     obs, _ = env.reset(seed=0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
@@ -88,12 +79,12 @@ def main() -> None:
     for name in devices:
         device = torch.device(name)
         rows = []
-        raw = {b: bench_env(args.game, args.n_envs, args.env_steps, b, None) for b in ("ale", "gym")}
+        raw = {b: bench_env(args.game, args.n_envs, args.env_steps, b, False, None) for b in ("ale", "gym")}
         print(f"[{name}] random-action env steps/s: {raw}")
         for encoder in ENCODERS:
             ups = bench_updates(args.preset, encoder, device, batch_size, args.reps)
             learner = RainbowLearner(4, make_config(args.preset), encoder, device)
-            acting = bench_env(args.game, args.n_envs, args.env_steps, "ale", learner)
+            acting = bench_env(args.game, args.n_envs, args.env_steps, "auto", True, learner)
             rows.append({"encoder": encoder, "updates_per_s": round(ups, 3),
                          "samples_per_s": round(ups * batch_size, 1), "act_env_steps_per_s": round(acting, 1)})
             print(f"[{name}] {encoder:7s} {ups:8.2f} updates/s (batch {batch_size}), "

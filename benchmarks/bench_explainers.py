@@ -14,38 +14,26 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from xrlkit.agents import QAgent, QNetConfig, RandomAgent
 from xrlkit.explainers import EXPLAINERS, make_explainer
-from xrlkit.metrics import collect_states
+from xrlkit.evaluation import rollout
+from timing import call_times
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def time_explainer(explainer, states: torch.Tensor, actions: torch.Tensor, reps: int, device: torch.device) -> float:
     """Median seconds per state over ``reps`` calls, after one warm-up call."""
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    explainer.explain(states, actions)
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        explainer.explain(states, actions)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) / len(states)
+    return statistics.median(call_times(lambda: explainer.explain(states, actions), reps, device)) / len(states)
 
 
 def bench(device: torch.device, batch: int, reps: int, note: str) -> dict:
     agents = {enc: QAgent(4, QNetConfig(encoder=enc), seed=0).eval().to(device) for enc in ("nature", "ife")}
-    states = torch.as_tensor(collect_states(RandomAgent(4), "Breakout", batch, seed=0)).to(device)
+    states = torch.as_tensor(rollout(RandomAgent(4), "Breakout", batch, seed=0).states).to(device)
     actions = agents["nature"].act(states)
     results = {}
     for name in EXPLAINERS:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,9 @@ import torch
 from xrlkit.agents import QAgent, QNetConfig
 from xrlkit.visionmask import TrainConfig, VisionMask, freeze_agent
 from xrlkit.visionmask.train import batch_loss
+from timing import call_times
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_actions: int = 4) -> dict[str, Any]:
@@ -54,23 +49,11 @@ def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_act
         loss.backward()
         opt.step()
 
-    step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        step()
-    _sync(device)
-    train_s = time.perf_counter() - t0
+    train_s = sum(call_times(step, reps, device))
 
     def explain_time(b: int) -> float:
         x = states[:1].expand(b, -1, -1, -1).contiguous()
-        model.explain(x)
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            model.explain(x)
-        _sync(device)
-        return (time.perf_counter() - t) / (reps * b)
+        return sum(call_times(lambda: model.explain(x), reps, device)) / (reps * b)
 
     return {
         "backbone": backbone, "n_actions": n_actions, "train_batch_size": batch_size, "reps": reps,
