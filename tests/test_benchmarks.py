@@ -1,0 +1,36 @@
+"""The benchmark scripts stay importable and their timing helper counts what it should."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(autouse=True)
+def bench_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+
+
+@pytest.mark.parametrize("name", ["bench_agents", "bench_explainers", "bench_visionmask"])
+def test_benchmark_scripts_import(name):
+    assert callable(importlib.import_module(name).main)
+
+
+def test_call_times_warms_up_then_times_each_call():
+    from timing import call_times
+
+    calls = []
+    times = call_times(lambda: calls.append(1), 3, torch.device("cpu"))
+    assert len(calls) == 4 and len(times) == 3 and all(t >= 0 for t in times)
+
+
+def test_env_benchmark_runs_on_the_training_backend():
+    from bench_agents import bench_env
+
+    assert bench_env("Breakout", 2, 5, "auto", True, None) > 0
+    assert bench_env("Breakout", 2, 5, "ale", False, None) > 0
