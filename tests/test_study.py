@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from xrlkit.cli import parse_key_values
-from xrlkit.study import combine_results, list_notebooks, run_study
+from xrlkit.study import combine_results, kernel_manager_class, list_notebooks, run_study
 
 
 def _notebook(path, code: str) -> None:
@@ -52,6 +55,14 @@ def test_study_runs_resumes_and_isolates_failures(notebook_dir, tmp_path):
     again = run_study("Pong", out, notebook_dir=notebook_dir)
     assert set(again["status"]) == {"skipped (done)"}
     assert (out / "Pong" / "second.txt").read_text() == "x"  # not executed twice
+
+
+@pytest.mark.skipif(os.name == "nt", reason="unix sockets are POSIX only; Windows keeps TCP")
+def test_parallel_kernels_get_their_own_unix_sockets():
+    # Parallel workers picking TCP ports at once could draw the same one and fail a notebook.
+    first, second = kernel_manager_class()(kernel_name="python3"), kernel_manager_class()(kernel_name="python3")
+    assert first.transport == second.transport == "ipc"
+    assert first.ip != second.ip and Path(first.ip).parent == Path(tempfile.gettempdir())
 
 
 def test_param_parsing():

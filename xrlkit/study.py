@@ -16,8 +16,11 @@ what earlier ones made (the agent, the VisionMask model). A failed notebook stop
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 import traceback
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,6 +30,30 @@ import pandas as pd
 from xrlkit.games import resolve_games
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def kernel_manager_class() -> type | None:
+    """The jupyter kernel manager papermill starts each notebook's kernel with.
+
+    By default jupyter_client picks free TCP ports by binding and releasing them before the
+    kernel starts; kernels started at once by parallel study workers can then draw the same port
+    ("Address already in use") and the notebook fails without running. On POSIX the kernels
+    here talk over unix sockets at a unique path per kernel instead, which cannot collide.
+    ``None`` (Windows, no unix sockets): papermill's default TCP manager.
+    """
+    if os.name == "nt":
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum, default
+
+    class UnixSocketKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _unique_socket_prefix(self) -> str:  # sockets are <prefix>-<n>, removed at shutdown
+            return os.path.join(tempfile.gettempdir(), f"xrlkit-kernel-{uuid.uuid4().hex[:12]}")
+
+    return UnixSocketKernelManager
 
 
 def list_notebooks(selection: str | Sequence[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -91,10 +118,12 @@ def run_game(
         start = time.time()
         declared = notebook_parameters(nb)
         own = {k: v for k, v in parameters.items() if k in declared}
+        manager = kernel_manager_class()
         try:
             papermill.execute_notebook(
                 str(nb), str(out_nb), parameters={**own, "game": game, "out_dir": str(game_dir)},
                 kernel_name=kernel, cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout,
+                **({"kernel_manager_class": manager} if manager is not None else {}),
             )
         except Exception:  # a failing notebook must not stop the other games: record it
             fail.write_text(traceback.format_exc())
