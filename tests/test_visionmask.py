@@ -140,13 +140,16 @@ def test_mismatched_action_count_is_a_clear_error(explainer: VisionMask, tmp_pat
 
 def test_save_load_round_trip(breakout_states: np.ndarray, tiny_agent: QAgent, tmp_path: Path) -> None:
     bg = torch.as_tensor(breakout_states).float().median(dim=0).values
-    model = VisionMask(4, reference_mode="background", background=bg, game="breakout", agent_id={"class": "QAgent", "name": "tiny"})
+    model = VisionMask(4, reference_mode="background", background=bg, game="breakout",
+                       agent_id={"class": "QAgent", "name": "tiny"}, head_channels=32)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in VisionMask(4).parameters()) / 2
     path = model.save(tmp_path / "vm.safetensors", epoch=3)
     loaded = load_visionmask(path, agent=tiny_agent)
     assert torch.equal(loaded.explain(breakout_states[:2]), model.explain(breakout_states[:2]))
     assert torch.equal(loaded.background, bg)
     assert (loaded.game, loaded.backbone, loaded.reference_mode) == ("Breakout", "mobilenet", "background")
     assert loaded.agent_id == {"class": "QAgent", "name": "tiny"} and loaded.checkpoint_meta["epoch"] == 3
+    assert loaded.head_channels == 32
     agent_path = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout")
     with pytest.raises(ValueError, match="not a VisionMask"):
         load_visionmask(agent_path)
@@ -297,9 +300,9 @@ def test_cli_collect_train_explain(tiny_agent: QAgent, tmp_path: Path) -> None:
     assert main(["visionmask", "collect", "--agent", str(agent_path), "--game", "Breakout", "--n-states", "24",
                  "--out", str(data), "--max-episode-steps", "4"]) == 0
     assert main(["visionmask", "train", "--data", str(data), "--agent", str(agent_path), "--out", str(out),
-                 "--epochs", "1", "--batch-size", "4", "--max-batches", "1"]) == 0
+                 "--epochs", "1", "--batch-size", "4", "--max-batches", "1", "--head-channels", "16"]) == 0
     meta = load_visionmask(out / "best.safetensors").checkpoint_meta
-    assert meta["game"] == "Breakout" and meta["agent"]["path"] == str(agent_path) and len(meta["agent"]["sha256"]) == 64
+    assert meta["head_channels"] == 16 and meta["game"] == "Breakout" and meta["agent"]["path"] == str(agent_path) and len(meta["agent"]["sha256"]) == 64
     assert main(["visionmask", "explain", "--model", str(out / "best.safetensors"), "--data", str(data),
                  "--out", str(png), "--n", "2"]) == 0
     assert png.stat().st_size > 0

@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--backbone", choices=("mobilenet", "resnet50"), default="mobilenet")
+    p.add_argument("--head-channels", type=int, default=256, help="width of the DeepLabv3 ASPP head (torchvision: 256)")
     p.add_argument("--backbone-weights", choices=("none", "imagenet"), default="none", help="imagenet: from the local torch hub cache only")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--reference", choices=("black", "mean", "blur", "background"), default="black")
@@ -79,7 +80,7 @@ def _train(args: argparse.Namespace) -> int:
     game = dataset_meta(args.data)["game"]
     agent = load_any_agent(args.agent, game=game, device=args.device)
     cfg = TrainConfig(
-        backbone=args.backbone, backbone_weights=args.backbone_weights, reference=args.reference, epochs=args.epochs,
+        backbone=args.backbone, backbone_weights=args.backbone_weights, head_channels=args.head_channels, reference=args.reference, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, lambda_e=args.lambda_e,
         lambda_area=args.lambda_area, target_area=args.target_area, lambda_tv=args.lambda_tv, patience=args.patience,
         amp=not args.no_amp, seed=args.seed, max_batches=args.max_batches,

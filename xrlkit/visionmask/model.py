@@ -16,7 +16,8 @@ its logits bilinearly to the input size and a sigmoid gives masks in [0, 1].
 Backbones: ``resnet50`` (``deeplabv3_resnet50``, as in the paper) or ``mobilenet``
 (``deeplabv3_mobilenet_v3_large``, much faster on CPU). Backbone weights are ``"none"`` (random
 init, as the official code) or ``"imagenet"``, which is only read from the local torch hub cache:
-nothing is downloaded, and a missing file is a clear error.
+nothing is downloaded, and a missing file is a clear error. ``head_channels`` sets the width of
+the ASPP head (256 as torchvision; the shipped explainers use 64 to fit the size budget).
 """
 
 from __future__ import annotations
@@ -77,17 +78,38 @@ def _replace_first_conv(net: nn.Module, in_channels: int) -> None:
     raise RuntimeError("backbone has no 3-channel input convolution to adapt")
 
 
-def build_segmenter(backbone: str, n_outputs: int, weights: str = "none") -> nn.Module:
-    """A torchvision DeepLabv3 with ``n_outputs`` channels and a 4-channel first conv."""
+def build_segmenter(backbone: str, n_outputs: int, weights: str = "none", head_channels: int = 256) -> nn.Module:
+    """A torchvision DeepLabv3 with ``n_outputs`` channels and a 4-channel first conv.
+
+    ``head_channels`` is the width of the ASPP head (torchvision's 256 by default). The head is
+    most of a MobileNet DeepLabv3 (8M of its 11M parameters at 256); a narrower one keeps the
+    shipped explainers within the repository's size budget. torchvision's ``DeepLabHead`` has
+    no width argument, so a narrower head is assembled here from its ``ASPP`` block in the same
+    layout (ASPP, 3x3 conv, batch norm, ReLU, 1x1 classifier).
+    """
     from torchvision.models import segmentation
+    from torchvision.models.segmentation.deeplabv3 import ASPP
 
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
     if weights not in BACKBONE_WEIGHTS:
         raise ValueError(f"unknown backbone weights {weights!r}; choose one of {BACKBONE_WEIGHTS}")
+    if head_channels < 1:
+        raise ValueError(f"head_channels must be >= 1, got {head_channels}")
     wb = _imagenet_backbone_weights(backbone) if weights == "imagenet" else None
     factory = segmentation.deeplabv3_mobilenet_v3_large if backbone == "mobilenet" else segmentation.deeplabv3_resnet50
     net = factory(weights=None, weights_backbone=wb, num_classes=n_outputs, aux_loss=False)
+    if head_channels != 256:
+        aspp = net.classifier[0]
+        in_channels = aspp.convs[0][0].in_channels
+        rates = [conv[0].dilation[0] for conv in aspp.convs[1:-1]]
+        net.classifier = nn.Sequential(
+            ASPP(in_channels, rates, head_channels),
+            nn.Conv2d(head_channels, head_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(head_channels),
+            nn.ReLU(),
+            nn.Conv2d(head_channels, n_outputs, 1),
+        )
     _replace_first_conv(net, 4)
     return net
 
@@ -133,6 +155,7 @@ class VisionMask(nn.Module):
         action_meanings: tuple[str, ...] | None = None,
         game: str | None = None,
         agent_id: dict[str, Any] | None = None,
+        head_channels: int = 256,
     ) -> None:
         super().__init__()
         if n_actions < 2:
@@ -144,13 +167,14 @@ class VisionMask(nn.Module):
         self.n_actions = n_actions
         self.backbone = backbone
         self.backbone_weights = backbone_weights
+        self.head_channels = head_channels
         self.reference_mode = reference_mode
         self.action_meanings = tuple(action_meanings) if action_meanings else tuple(f"ACTION_{i}" for i in range(n_actions))
         if len(self.action_meanings) != n_actions:
             raise ValueError(f"{len(self.action_meanings)} action meanings for {n_actions} actions")
         self.game = resolve_game(game) if game else None
         self.agent_id = dict(agent_id or {})
-        self.net = build_segmenter(backbone, n_actions, backbone_weights)
+        self.net = build_segmenter(backbone, n_actions, backbone_weights, head_channels)
         if background is not None:
             bg = torch.as_tensor(background, dtype=torch.float32)
             if tuple(bg.shape) != (4, 84, 84):
@@ -205,6 +229,7 @@ class VisionMask(nn.Module):
         return {
             "kind": META_KIND, "n_actions": self.n_actions, "action_meanings": list(self.action_meanings),
             "game": self.game, "backbone": self.backbone, "backbone_weights": self.backbone_weights,
+            "head_channels": self.head_channels,
             "reference_mode": self.reference_mode, "has_background": self.background is not None,
             "agent": self.agent_id,
         }
@@ -225,7 +250,7 @@ def load_visionmask(path: str | Path, agent: Any = None, device: str | torch.dev
     model = VisionMask(
         meta["n_actions"], meta["backbone"], "none", meta["reference_mode"],
         background=tensors.get("background"), action_meanings=tuple(meta["action_meanings"]),
-        game=meta.get("game"), agent_id=meta.get("agent"),
+        game=meta.get("game"), agent_id=meta.get("agent"), head_channels=int(meta.get("head_channels", 256)),
     )
     model.backbone_weights = meta.get("backbone_weights", "none")
     try:

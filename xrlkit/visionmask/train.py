@@ -45,6 +45,7 @@ class TrainConfig:
 
     backbone: str = "mobilenet"
     backbone_weights: str = "none"
+    head_channels: int = 256  # ASPP width; the shipped explainers use 64 (size budget)
     reference: str = "black"
     epochs: int = 10
     batch_size: int = 16
@@ -120,6 +121,7 @@ def train_visionmask(
     model = VisionMask(
         agent.n_actions, cfg.backbone, cfg.backbone_weights, cfg.reference, background,
         tuple(agent.action_meanings), train_data.meta.get("game"), agent_id or train_data.meta.get("agent"),
+        cfg.head_channels,
     ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     settings = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
