@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from xrlkit.agents.base import RandomAgent
 from xrlkit.agents.load import agent_protocol, load_any_agent
 from xrlkit.defaults import MODELS_DIR, shipped, shipped_models
 from xrlkit.evaluation import evaluate, rollout
 from xrlkit.explainers import make_explainer
-from xrlkit.games import REFERENCE_SCORES
 from xrlkit.metrics import make_metric
 from xrlkit.visionmask import load_visionmask
 
@@ -29,9 +29,14 @@ def test_manifest_lists_existing_files_within_budget():
 
 @pytest.mark.parametrize("entry", EXPERTS, ids=lambda m: f"{m['game']}-{m['role']}")
 def test_shipped_agent_beats_random_play(entry):
+    # Same seeded episode, same step budget: a truncated episode's return is only comparable with
+    # a random policy's return under the same truncation, not with the full-episode random score.
     agent = load_any_agent(MODELS_DIR / entry["file"], game=entry["game"])
-    result = evaluate(agent, entry["game"], 1, protocol=agent_protocol(agent), seed=0, max_steps=4000)
-    assert result.mean > REFERENCE_SCORES[entry["game"]][0], result.returns
+    played = {
+        name: evaluate(policy, entry["game"], 1, protocol=agent_protocol(agent), seed=0, max_steps=3000).mean
+        for name, policy in [("agent", agent), ("random", RandomAgent(agent.n_actions, agent.action_meanings, seed=0))]
+    }
+    assert played["agent"] > played["random"], played
 
 
 @pytest.mark.parametrize("entry", MASKS, ids=lambda m: m["game"])
