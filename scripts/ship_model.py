@@ -37,7 +37,7 @@ def _update_manifest(entry: dict) -> None:
 def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episodes: int) -> dict:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-    from xrlkit.agents.sb3 import load_sb3_agent, write_xrlkit_meta
+    from xrlkit.agents.sb3 import load_sb3_agent, read_xrlkit_meta, write_xrlkit_meta
     from xrlkit.envs import action_meanings
 
     agent = load_sb3_agent(src, game=game)
@@ -50,15 +50,19 @@ def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episo
     dst = MODELS_DIR / f"{game}-{algo}-{role}.zip"
     dst.parent.mkdir(parents=True, exist_ok=True)
     model.save(dst)
-    meta = {"game": game, "algo": algo, "encoder": "nature", "protocol": protocol, "steps": int(model.num_timesteps),
-            "n_actions": agent.n_actions, "action_meanings": list(action_meanings(game)), "command": command}
+    source = read_xrlkit_meta(src) or {}  # what the trainer recorded (encoder, distillation, ...) is kept
+    meta = {**source, "game": game, "algo": algo, "encoder": source.get("encoder", "nature"), "protocol": protocol,
+            "steps": int(model.num_timesteps), "n_actions": agent.n_actions,
+            "action_meanings": list(action_meanings(game)), "command": command}
     write_xrlkit_meta(dst, meta)
     packed = load_sb3_agent(dst, game=game)
     diff = float((packed.logits(states).detach() - before).abs().max())
     if diff > 0.05:
         raise SystemExit(f"float16 weights change the logits by {diff:.4f}; not shipping")
     result = evaluate(packed, game, episodes, protocol=protocol, seed=0, progress=True)
-    return {"game": game, "role": role, "file": dst.name, "kind": f"sb3-{algo}", "steps": meta["steps"],
+    extra = {k: meta[k] for k in ("trained_by", "distill") if k in meta}
+    return {"game": game, "role": role, "file": dst.name, "kind": f"sb3-{algo}", "encoder": meta["encoder"], **extra,
+            "steps": meta["steps"],
             "protocol": protocol, "command": command, "max_logit_change_fp16": diff, "eval_returns": result.returns, "eval_mean": result.mean,
             "eval_hns": result.hns, "eval_protocol": f"{episodes} episodes, seed 0, greedy, {protocol} protocol"}
 
