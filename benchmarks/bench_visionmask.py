@@ -1,6 +1,8 @@
 """Benchmark VisionMask: training throughput (states/s) and explanation latency per state.
 
-For each backbone (mobilenet, resnet50) and device (CPU, and CUDA when available):
+For each model (``--backbones``: a backbone, optionally ``:<ASPP head width>``; by default
+MobileNet with torchvision's 256-wide head and with the shipped 64-wide one, and ResNet-50) and
+device (CPU, and CUDA when available):
 
 * ``train_states_per_s``: full training steps (explainer forward, 2K agent passes on masked and
   complement states, backward, Adam) on a batch of ``--batch-size`` states, timed over
@@ -32,14 +34,15 @@ from timing import call_times
 RESULTS = Path(__file__).parent / "results"
 
 
-def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_actions: int = 4) -> dict[str, Any]:
-    """Timings of one backbone on one device."""
+def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_actions: int = 4,
+          head_channels: int = 256) -> dict[str, Any]:
+    """Timings of one backbone and head width on one device."""
     torch.manual_seed(0)
     agent = QAgent(n_actions, QNetConfig(encoder="nature"), seed=0).to(device)
     freeze_agent(agent)
-    model = VisionMask(n_actions, backbone).to(device).train()
+    model = VisionMask(n_actions, backbone, head_channels=head_channels).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-5, weight_decay=0.01)
-    cfg = TrainConfig(backbone=backbone)
+    cfg = TrainConfig(backbone=backbone, head_channels=head_channels)
     states = torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8, device=device)
     actions = torch.randint(0, n_actions, (batch_size,), device=device)
 
@@ -56,7 +59,7 @@ def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_act
         return sum(call_times(lambda: model.explain(x), reps, device)) / (reps * b)
 
     return {
-        "backbone": backbone, "n_actions": n_actions, "train_batch_size": batch_size, "reps": reps,
+        "backbone": backbone, "head_channels": head_channels, "n_actions": n_actions, "train_batch_size": batch_size, "reps": reps,
         "train_states_per_s": batch_size * reps / train_s,
         "explain_ms_per_state_b1": 1000 * explain_time(1),
         "explain_ms_per_state_b16": 1000 * explain_time(16),
@@ -69,7 +72,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--backbones", default="mobilenet,resnet50")
+    parser.add_argument("--backbones", default="mobilenet,mobilenet:64,resnet50",
+                        help="comma-separated backbone[:head width] (default head: 256)")
     parser.add_argument("--machine", default=platform.processor() or platform.machine(), help="free-text machine note")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,8 +81,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for device in devices:
         rows = []
-        for backbone in args.backbones.split(","):
-            row = bench(backbone, device, args.batch_size, args.reps)
+        for spec in args.backbones.split(","):
+            backbone, _, width = spec.partition(":")
+            row = bench(backbone, device, args.batch_size, args.reps, head_channels=int(width or 256))
             print(json.dumps(row))
             rows.append(row)
         out = RESULTS / f"visionmask-{device.type}.json"
