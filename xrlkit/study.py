@@ -93,20 +93,21 @@ def record(out_dir: str | Path, name: str, rows: list[dict[str, Any]] | dict[str
 
 def run_game(
     game: str,
-    notebooks: Sequence[Path],
+    notebooks: dict[Path, dict[str, Any]],
     out_dir: Path,
-    parameters: dict[str, Any],
     kernel: str = "python3",
     timeout: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Execute ``notebooks`` in order for one game; skip those already done. Returns index rows."""
+    """Execute ``notebooks`` (each mapped to the parameters it gets besides ``game`` and
+    ``out_dir``) in order for one game; skip those already done. Returns index rows."""
     import papermill
 
     game_dir = Path(out_dir) / game
     game_dir.mkdir(parents=True, exist_ok=True)
+    manager = kernel_manager_class()
     rows: list[dict[str, Any]] = []
     failed = False
-    for nb in notebooks:
+    for nb, own in notebooks.items():
         out_nb, done, fail = game_dir / nb.name, game_dir / f"{nb.stem}.done", game_dir / f"{nb.stem}.failed"
         row = {"game": game, "notebook": nb.stem, "output": str(out_nb)}
         if done.exists():
@@ -116,9 +117,6 @@ def run_game(
             rows.append({**row, "status": "not run (earlier notebook failed)", "seconds": 0.0})
             continue
         start = time.time()
-        declared = notebook_parameters(nb)
-        own = {k: v for k, v in parameters.items() if k in declared}
-        manager = kernel_manager_class()
         try:
             papermill.execute_notebook(
                 str(nb), str(out_nb), parameters={**own, "game": game, "out_dir": str(game_dir)},
@@ -167,19 +165,21 @@ def run_study(
     names = resolve_games(games)
     nbs = list_notebooks(notebooks, notebook_dir)
     params = dict(parameters or {})
-    declared = set().union(*(notebook_parameters(nb) for nb in nbs))
-    unknown = sorted(set(params) - declared)
+    declared = {nb: notebook_parameters(nb) for nb in nbs}
+    known = set().union(*declared.values())
+    unknown = sorted(set(params) - known)
     if unknown:
-        raise ValueError(f"no selected notebook has parameter(s) {unknown}; they declare {sorted(declared)}")
+        raise ValueError(f"no selected notebook has parameter(s) {unknown}; they declare {sorted(known)}")
+    own = {nb: {k: v for k, v in params.items() if k in declared[nb]} for nb in nbs}
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     if workers <= 1:
         for game in names:
-            rows += run_game(game, nbs, out, params, kernel, timeout)
+            rows += run_game(game, own, out, kernel, timeout)
     else:
         with ProcessPoolExecutor(workers) as pool:
-            futures = [pool.submit(run_game, g, nbs, out, params, kernel, timeout) for g in names]
+            futures = [pool.submit(run_game, g, own, out, kernel, timeout) for g in names]
             for fut in futures:
                 rows += fut.result()
     index = pd.DataFrame(rows)
