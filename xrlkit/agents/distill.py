@@ -160,18 +160,18 @@ def distill(
     if saved.exists() and json.loads(saved.read_text()) != settings:
         raise ValueError(f"{out} holds a distillation with other settings ({saved}); use another out_dir")
     saved.write_text(json.dumps(settings, indent=1))
-    torch.manual_seed(cfg.seed)
-    student = make_student(game, cfg.encoder, cfg.hidden, protocol, cfg.seed, device)
-    if int(teacher.n_actions) != student.n_actions:
-        raise ValueError(f"the teacher has {teacher.n_actions} actions, {game} has {student.n_actions}")
     start = 0
     while start < cfg.rounds and all(p.exists() for p in _round_files(out, start)):
         start += 1
-    policy = student.policy
-    policy.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
-    if start:  # the zip holds the policy and this optimizer's state
+    if start:  # the zip holds the policy and the distillation optimizer's state
         student = load_sb3_agent(_round_files(out, start - 1)[0], game=game, device=device)
-        policy = student.policy
+    else:
+        torch.manual_seed(cfg.seed)
+        student = make_student(game, cfg.encoder, cfg.hidden, protocol, cfg.seed, device)
+        student.policy.optimizer = torch.optim.Adam(student.policy.parameters(), lr=cfg.lr, eps=1e-5)
+    if int(teacher.n_actions) != student.n_actions:
+        raise ValueError(f"the teacher has {teacher.n_actions} actions, {game} has {student.n_actions}")
+    policy = student.policy
     optimizer = policy.optimizer
     data = [np.load(_round_files(out, k)[1]) for k in range(start)]
     states = [d["states"] for d in data]
