@@ -3,12 +3,13 @@
 * ``sb3``: an SB3 zip; the optimizer state is dropped (a fresh optimizer is stored, which SB3
   needs to load the zip), the policy weights are stored in float16 (SB3 loads them back into its
   float32 policy; logits change by less than 0.05 on random states, checked here) and xrlkit
-  metadata is written into it.
+  metadata is written into it, with the ``act_mode`` it is scored and played with (``sample``:
+  actions drawn from the policy, RL-Zoo's way of scoring Atari PPO).
 * ``visionmask``: a VisionMask checkpoint; weights are stored in float16 (halves the size; masks
   change by less than 1e-2, checked here) with the same metadata.
 
 Usage:
-    python scripts/ship_model.py sb3 SRC.zip --game Breakout --role expert --command "..." [--protocol rlzoo]
+    python scripts/ship_model.py sb3 SRC.zip --game Breakout --role expert --command "..." [--protocol rlzoo] [--act-mode sample]
     python scripts/ship_model.py visionmask SRC.safetensors --game Breakout --command "..."
 """
 
@@ -34,7 +35,7 @@ def _update_manifest(entry: dict) -> None:
     path.write_text(json.dumps(sorted(entries, key=lambda e: (e["game"], e["role"])), indent=1) + "\n")
 
 
-def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episodes: int) -> dict:
+def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episodes: int, act_mode: str) -> dict:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     from xrlkit.agents.sb3 import load_sb3_agent, read_xrlkit_meta, write_xrlkit_meta
@@ -53,9 +54,10 @@ def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episo
     source = read_xrlkit_meta(src) or {}  # what the trainer recorded (encoder, distillation, ...) is kept
     meta = {**source, "game": game, "algo": algo, "encoder": source.get("encoder", "nature"), "protocol": protocol,
             "steps": int(model.num_timesteps), "n_actions": agent.n_actions,
-            "action_meanings": list(action_meanings(game)), "command": command}
+            "action_meanings": list(action_meanings(game)), "act_mode": act_mode, "command": command}
     write_xrlkit_meta(dst, meta)
     packed = load_sb3_agent(dst, game=game)
+    assert packed.act_mode == act_mode
     diff = float((packed.logits(states).detach() - before).abs().max())
     if diff > 0.05:
         raise SystemExit(f"float16 weights change the logits by {diff:.4f}; not shipping")
@@ -63,8 +65,8 @@ def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episo
     extra = {k: meta[k] for k in ("trained_by", "distill") if k in meta}
     return {"game": game, "role": role, "file": dst.name, "kind": f"sb3-{algo}", "encoder": meta["encoder"], **extra,
             "steps": meta["steps"],
-            "protocol": protocol, "command": command, "max_logit_change_fp16": diff, "eval_returns": result.returns, "eval_mean": result.mean,
-            "eval_hns": result.hns, "eval_protocol": f"{episodes} episodes, seed 0, greedy, {protocol} protocol"}
+            "protocol": protocol, "act_mode": act_mode, "command": command, "max_logit_change_fp16": diff, "eval_returns": result.returns, "eval_mean": result.mean,
+            "eval_hns": result.hns, "eval_protocol": f"{episodes} episodes, seed 0, {act_mode}, {protocol} protocol"}
 
 
 def ship_visionmask(src: Path, game: str, command: str) -> dict:
@@ -93,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", required=True, help="the command that trained the model")
     p.add_argument("--protocol", default="rlzoo")
     p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--act-mode", choices=("greedy", "sample"), default="greedy",
+                   help="how the shipped agent plays: argmax, or draws from its policy")
     args = p.parse_args(argv)
     game = resolve_game(args.game)
     if args.kind == "sb3":
-        entry = ship_sb3(args.src, game, args.role, args.command, args.protocol, args.episodes)
+        entry = ship_sb3(args.src, game, args.role, args.command, args.protocol, args.episodes, args.act_mode)
     else:
         entry = ship_visionmask(args.src, game, args.command)
     entry["size_mb"] = round((MODELS_DIR / entry["file"]).stat().st_size / 2**20, 2)

@@ -84,6 +84,28 @@ def test_load_logits_act_and_gradient(algo: str, saved: dict, sb3_obs: np.ndarra
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_sampling_act_mode_draws_from_the_policy(saved: dict, sb3_obs: np.ndarray, tmp_path: Path) -> None:
+    """``act_mode="sample"`` draws actions with the policy's probabilities (what SB3's
+    ``predict(deterministic=False)`` does); it is stored in the metadata and refused for Q-values."""
+    _, path = saved["ppo"]
+    states = sb3_to_xrlkit_obs(sb3_obs[:1]).repeat(4000, axis=0)
+    agent = load_sb3_agent(path, game="Breakout", act_mode="sample")
+    with torch.no_grad():
+        probs = torch.softmax(agent.logits(states[:1]), dim=1)[0].numpy()
+    counts = np.bincount(agent.act(states), minlength=4) / len(states)
+    np.testing.assert_allclose(counts, probs, atol=0.03)
+    assert len(set(agent.act(states[:64]))) > 1  # an untrained policy is near uniform
+    shipped = tmp_path / "ppo.zip"
+    shipped.write_bytes(path.read_bytes())
+    write_xrlkit_meta(shipped, {"game": "Breakout", "algo": "ppo", "act_mode": "sample"})
+    assert load_sb3_agent(shipped).act_mode == "sample"
+    assert load_sb3_agent(shipped, act_mode="greedy").act_mode == "greedy"
+    with pytest.raises(ValueError, match="Q-values"):
+        load_sb3_agent(saved["dqn"][1], act_mode="sample")
+    with pytest.raises(ValueError, match="unknown act mode"):
+        agent.act_mode = "boltzmann"
+
+
 def test_rollout_in_sb3_vecenv_matches_xrlkit(saved: dict) -> None:
     """Actions chosen by the SB3 model in its own VecEnv are recomputed from the stored states;
     the xrlkit rlzoo protocol produces the same observations from the same seeds and actions."""

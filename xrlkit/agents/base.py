@@ -9,6 +9,9 @@ plots depend on this protocol alone.
 * ``logits(obs) -> float [B, A]`` on ``agent.device``. For policy-gradient agents these are the
   policy logits; for value-based agents (DQN, Rainbow) they are the Q-values, whose softmax is
   used wherever a probability is needed (insertion / deletion curves, VisionMask's loss).
+* ``act(obs, epsilon)`` plays: the argmax of the logits, or, for a policy-gradient agent whose
+  ``act_mode`` is ``"sample"``, a draw from the softmax of its logits (how RL-Zoo scores its Atari
+  PPO / A2C agents). Explanations are always of the logits, so of the greedy action.
 """
 
 from __future__ import annotations
@@ -49,9 +52,22 @@ def as_obs_tensor(obs: np.ndarray | torch.Tensor, device: torch.device | str) ->
     return t.float() if t.dtype != torch.float32 else t
 
 
-def epsilon_greedy(logits: torch.Tensor, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Argmax of ``logits [B, A]``, replaced by a uniform action with probability ``epsilon``."""
-    actions = logits.argmax(dim=1).cpu().numpy()
+#: how an agent picks actions from its logits: the argmax, or a draw from their softmax
+ACT_MODES = ("greedy", "sample")
+
+
+def choose_actions(logits: torch.Tensor, epsilon: float, rng: np.random.Generator, mode: str = "greedy") -> np.ndarray:
+    """Actions ``int64 [B]`` from ``logits [B, A]``: the argmax (``mode="greedy"``) or a draw from
+    ``softmax(logits)`` (``mode="sample"``), each replaced by a uniform action with probability
+    ``epsilon``."""
+    if mode == "greedy":
+        actions = logits.argmax(dim=1).cpu().numpy()
+    elif mode == "sample":
+        probs = torch.softmax(logits.detach().double(), dim=1).cpu().numpy()
+        u = rng.random((len(probs), 1))
+        actions = np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), logits.shape[1] - 1)
+    else:
+        raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
     if epsilon > 0:
         explore = rng.random(len(actions)) < epsilon
         actions[explore] = rng.integers(0, logits.shape[1], int(explore.sum()))
@@ -84,7 +100,7 @@ class TorchAgent(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
-        return epsilon_greedy(self.logits(obs), epsilon, self._rng)
+        return choose_actions(self.logits(obs), epsilon, self._rng)
 
 
 class RandomAgent:

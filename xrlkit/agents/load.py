@@ -9,10 +9,13 @@ import torch
 from xrlkit.agents.base import Agent
 
 
-def load_any_agent(path: str | Path, *, game: str | None = None, device: str | torch.device = "cpu") -> Agent:
+def load_any_agent(path: str | Path, *, game: str | None = None, device: str | torch.device = "cpu",
+                   act_mode: str | None = None) -> Agent:
     """An :class:`Agent` from an xrlkit ``.safetensors`` checkpoint or a Stable-Baselines3 ``.zip``.
 
-    ``game``, when given, must match the game the checkpoint was trained on.
+    ``game``, when given, must match the game the checkpoint was trained on. ``act_mode``
+    (``"greedy"`` / ``"sample"``) overrides how a policy-gradient agent acts (default: as stored);
+    xrlkit checkpoints hold value-based agents, which only act greedily.
     """
     path = Path(path)
     if not path.exists():
@@ -20,7 +23,9 @@ def load_any_agent(path: str | Path, *, game: str | None = None, device: str | t
     if path.suffix == ".zip":
         from xrlkit.agents.sb3 import load_sb3_agent
 
-        return load_sb3_agent(path, game=game, device=device)
+        return load_sb3_agent(path, game=game, device=device, act_mode=act_mode)
+    if act_mode not in (None, "greedy"):
+        raise ValueError(f"{path} holds a value-based agent, which acts greedily; act_mode={act_mode!r} needs a policy")
     from xrlkit.checkpoint import load_agent
 
     return load_agent(path, game=game, device=device)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xrlkit.agents.base import epsilon_greedy
+from xrlkit.agents.base import choose_actions
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.agents.replay import Batch, PrioritizedReplay
@@ -190,7 +190,7 @@ class RainbowLearner:
             self.online.reset_noise()
         with self._autocast():
             q = self.online(self._input(obs))
-        return epsilon_greedy(q.float(), epsilon, self.rng)
+        return choose_actions(q.float(), epsilon, self.rng)
 
     def _project(self, probs: torch.Tensor, returns: torch.Tensor, discounts: torch.Tensor) -> torch.Tensor:
         """C51 projection of ``R + discount * z`` with probabilities ``probs [B, atoms]`` onto

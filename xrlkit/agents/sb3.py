@@ -53,7 +53,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 from torch import nn
 from tqdm.auto import tqdm
 
-from xrlkit.agents.base import as_obs_tensor, epsilon_greedy
+from xrlkit.agents.base import ACT_MODES, as_obs_tensor, choose_actions
 from xrlkit.agents.encoders import make_encoder, upsample_attention
 from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env
 from xrlkit.evaluation import evaluate
@@ -174,7 +174,9 @@ class SB3Agent:
     ``logits(obs [B, 4, 84, 84] in [0, 255]) -> float [B, A]``: PPO / A2C / RecurrentPPO return
     the raw policy logits (``action_net`` output), DQN the Q-values, QR-DQN the mean over its
     quantiles. Float input keeps its autograd graph. ``act`` is the argmax, which equals SB3's
-    ``predict(obs, deterministic=True)``.
+    ``predict(obs, deterministic=True)``; with ``act_mode="sample"`` (policy-gradient agents only;
+    stored as ``act_mode`` in the xrlkit metadata) it draws from the policy, as
+    ``predict(obs, deterministic=False)`` does and as RL-Zoo scores Atari PPO / A2C agents.
 
     RecurrentPPO: :meth:`logits` / :meth:`act` score a batch of *independent* states, each with a
     zero LSTM state and ``episode_start=True`` (what the policy does on the first step of an
@@ -183,7 +185,7 @@ class SB3Agent:
     """
 
     def __init__(self, model: BaseAlgorithm, action_meanings: tuple[str, ...] | None = None,
-                 meta: dict[str, Any] | None = None, seed: int = 0) -> None:
+                 meta: dict[str, Any] | None = None, seed: int = 0, act_mode: str = "greedy") -> None:
         algo = next((name for name, cls in ALGOS.items() if isinstance(model, cls)), None)
         if algo is None:
             raise ValueError(f"unsupported SB3 model {type(model).__name__}; xrlkit supports {sorted(ALGOS)}")
@@ -204,6 +206,20 @@ class SB3Agent:
         self.meta = dict(meta or {})
         self._channels_last = shape == _CHANNELS_LAST
         self._rng = np.random.default_rng(seed)
+        self.act_mode = act_mode
+
+    @property
+    def act_mode(self) -> str:
+        """``"greedy"`` (argmax) or ``"sample"`` (a draw from the policy; not for DQN / QR-DQN)."""
+        return self._act_mode
+
+    @act_mode.setter
+    def act_mode(self, mode: str) -> None:
+        if mode not in ACT_MODES:
+            raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
+        if mode == "sample" and self.algo in ("dqn", "qrdqn"):
+            raise ValueError(f"a {self.algo} agent has Q-values, not a policy to sample from; use act_mode='greedy'")
+        self._act_mode = mode
 
     @property
     def device(self) -> torch.device:
@@ -275,8 +291,8 @@ class SB3Agent:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
-        """Greedy (or epsilon-greedy) actions ``int64 [B]``."""
-        return epsilon_greedy(self.logits(obs), epsilon, self._rng)
+        """Actions ``int64 [B]`` by :attr:`act_mode`, each uniform with probability ``epsilon``."""
+        return choose_actions(self.logits(obs), epsilon, self._rng, self.act_mode)
 
     def attention(self, obs: np.ndarray | torch.Tensor, size: tuple[int, int] = (84, 84),
                   mode: str = "nearest") -> torch.Tensor:
@@ -327,8 +343,8 @@ class PolicySession:
 
     def act(self, obs: np.ndarray | torch.Tensor, episode_start: np.ndarray | None = None,
             epsilon: float = 0.0) -> np.ndarray:
-        """Actions ``int64 [n_envs]`` for this step (greedy unless ``epsilon > 0``)."""
-        return epsilon_greedy(self.logits(obs, episode_start), epsilon, self.agent._rng)
+        """Actions ``int64 [n_envs]`` for this step, by the agent's ``act_mode`` (epsilon-greedy)."""
+        return choose_actions(self.logits(obs, episode_start), epsilon, self.agent._rng, self.agent.act_mode)
 
 
 def _custom_objects() -> dict[str, Any]:
@@ -338,14 +354,16 @@ def _custom_objects() -> dict[str, Any]:
     return {"learning_rate": 0.0, "lr_schedule": constant, "clip_range": constant, "exploration_schedule": constant}
 
 
-def load_sb3_agent(path: str | Path, game: str | None = None, device: str | torch.device = "cpu") -> SB3Agent:
+def load_sb3_agent(path: str | Path, game: str | None = None, device: str | torch.device = "cpu",
+                   act_mode: str | None = None) -> SB3Agent:
     """Load an SB3 ``.zip`` (PPO, A2C, DQN, QR-DQN, RecurrentPPO; RL-Zoo format) as an agent.
 
     The algorithm comes from the xrlkit metadata if present, else from the zip's ``data``.
     With metadata, ``game`` must match the stored one; without, the model's action count must
     equal the size of ``game``'s minimal action set (with neither, actions are named
     ``ACTION_i``). Pickled training schedules are replaced by constants, so zips from other
-    Python / SB3 versions load; the returned model is for inference. Raises ``FileNotFoundError`` for a missing
+    Python / SB3 versions load; the returned model is for inference. ``act_mode`` defaults to the
+    one stored in the metadata (``"greedy"`` if none). Raises ``FileNotFoundError`` for a missing
     file and ``ValueError`` for a corrupt / non-SB3 zip, an unknown algorithm or a mismatch.
     """
     path = Path(path)
@@ -376,7 +394,7 @@ def load_sb3_agent(path: str | Path, game: str | None = None, device: str | torc
     info = {"algo": algo, "path": str(path), **(meta or {})}
     if game is not None:
         info["game"] = resolve_game(game)
-    return SB3Agent(model, meanings, info)
+    return SB3Agent(model, meanings, info, act_mode=act_mode or (meta or {}).get("act_mode", "greedy"))
 
 
 class HubError(ValueError):

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="env protocol (ifepaper, machado, rlzoo); default: the one the agent was trained under")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epsilon", type=float, default=0.0, help="exploration while evaluating (default 0)")
+    p.add_argument("--act-mode", choices=("greedy", "sample"), default=None,
+                   help="argmax, or draw from the policy (PPO / A2C); default: the agent's stored mode")
     p.add_argument("--max-steps", type=int, default=27_000, help="agent steps bounding an episode")
     p.add_argument("--device", default="cpu", help="torch device for the agent")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the result (returns, mean, hns) as JSON")
@@ -30,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     from xrlkit.games import resolve_game
 
     game = resolve_game(args.game)
-    agent = load_any_agent(args.agent, game=game, device=args.device)
+    agent = load_any_agent(args.agent, game=game, device=args.device, act_mode=args.act_mode)
     if isinstance(agent, torch.nn.Module):
         agent.eval()
     args.protocol = args.protocol or agent_protocol(agent)
@@ -41,6 +43,6 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({**result.to_dict(), "agent": str(args.agent), "protocol": args.protocol,
-                                   "seed": args.seed}, indent=2))
+                                   "seed": args.seed, "act_mode": getattr(agent, "act_mode", "greedy")}, indent=2))
         print(f"wrote {out}")
     return 0

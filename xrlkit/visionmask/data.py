@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from xrlkit.agents.base import epsilon_greedy
+from xrlkit.agents.base import choose_actions
 from xrlkit.envs import make_env, rgb_frame
 from xrlkit.games import resolve_game
 from xrlkit.visionmask.model import file_sha256
@@ -142,7 +142,7 @@ def collect_states(
     settings = {
         "format": FORMAT, "game": resolve_game(game), "protocol": protocol, "epsilon": epsilon, "seed": seed,
         "max_episode_steps": max_episode_steps, "shard_size": shard_size, "fractions": list(fractions),
-        "n_actions": int(agent.n_actions), "action_meanings": list(agent.action_meanings), "agent": agent_id or {},
+        "act_mode": getattr(agent, "act_mode", "greedy"), "n_actions": int(agent.n_actions), "action_meanings": list(agent.action_meanings), "agent": agent_id or {},
     }
     meta_path, index_path = root / "meta.json", root / "index.json"
     if meta_path.exists():
@@ -168,7 +168,7 @@ def collect_states(
             while not done:
                 with torch.no_grad():
                     logits = agent.logits(obs[None]).float().cpu()
-                taken = int(epsilon_greedy(logits, epsilon, rng)[0])
+                taken = int(choose_actions(logits, epsilon, rng, settings["act_mode"])[0])
                 for k, v in (("states", obs), ("frames", rgb_frame(env)), ("logits", logits[0].numpy()),
                              ("actions", int(logits[0].argmax())), ("taken", taken), ("episode", episode), ("step", step)):
                     buf[k].append(v)
