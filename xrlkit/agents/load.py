@@ -11,15 +11,22 @@ from xrlkit.agents.base import Agent
 
 def load_any_agent(path: str | Path, *, game: str | None = None, device: str | torch.device = "cpu",
                    act_mode: str | None = None) -> Agent:
-    """An :class:`Agent` from an xrlkit ``.safetensors`` checkpoint or a Stable-Baselines3 ``.zip``.
+    """An :class:`Agent` from an xrlkit ``.safetensors`` checkpoint, a Stable-Baselines3 ``.zip``, or
+    the name of a scripted agent (:data:`xrlkit.agents.scripted.SCRIPTED`, e.g. ``pong-tracker``).
 
     ``game``, when given, must match the game the checkpoint was trained on. ``act_mode``
     (``"greedy"`` / ``"sample"``) overrides how a policy-gradient agent acts (default: as stored);
     xrlkit checkpoints hold value-based agents, which only act greedily.
     """
+    from xrlkit.agents.scripted import SCRIPTED, make_scripted_agent
+
+    if str(path) in SCRIPTED and not Path(path).exists():
+        if act_mode not in (None, "greedy"):
+            raise ValueError(f"the scripted agent {path} acts greedily; act_mode={act_mode!r} needs a policy")
+        return make_scripted_agent(str(path), game)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no agent checkpoint at {path}")
+        raise FileNotFoundError(f"no agent checkpoint at {path} (nor a scripted agent: {sorted(SCRIPTED)})")
     if path.suffix == ".zip":
         from xrlkit.agents.sb3 import load_sb3_agent
 

@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = DistillConfig()
     p = sub.add_parser("distill", help="distil an agent into a student with another encoder (DAgger; IFE by default)")
-    p.add_argument("--teacher", required=True, help="teacher agent checkpoint (.safetensors or SB3 .zip)")
+    p.add_argument("--teacher", required=True,
+                   help="teacher agent checkpoint (.safetensors or SB3 .zip) or scripted agent (pong-tracker)")
     p.add_argument("--game", required=True)
     p.add_argument("--out", required=True, help="output directory (resumed when it holds finished rounds)")
     p.add_argument("--encoder", choices=("ife", "impala", "nature"), default=d.encoder)

@@ -11,7 +11,7 @@ import torch
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score an agent checkpoint on its game (mean return, HNS)")
-    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip)")
+    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip) or scripted agent name")
     p.add_argument("--game", required=True, help="game the agent was trained on")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
     p.add_argument("--protocol", default=None,

@@ -125,10 +125,12 @@ def file_sha256(path: str | Path) -> str:
 
 def agent_identity(agent: Any, path: str | Path | None = None) -> dict[str, Any]:
     """What identifies the explained agent in metadata: its class, action count and, when it was
-    loaded from a file, the file's path and SHA-256."""
+    loaded from a file, the file's path and SHA-256 (for a scripted agent, its name)."""
     ident: dict[str, Any] = {"class": type(agent).__name__, "n_actions": int(agent.n_actions)}
-    if path is not None:
+    if path is not None and Path(path).is_file():
         ident.update(path=str(path), sha256=file_sha256(path))
+    elif path is not None:
+        ident["name"] = str(path)
     return ident
 
 
