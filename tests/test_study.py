@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from xrlkit.cli import parse_key_values
-from xrlkit.study import combine_results, kernel_manager_class, list_notebooks, run_study
+from xrlkit.study import combine_results, kernel_manager_class, list_notebooks, notebook_parameters, run_study
 
 
 def _notebook(path, code: str) -> None:
@@ -69,3 +69,17 @@ def test_param_parsing():
     assert parse_key_values(["frames=100", "device=cpu", "xs=[1,2]"], "--param") == {"frames": 100, "device": "cpu", "xs": [1, 2]}
     with pytest.raises(ValueError, match="--param expects KEY=VALUE"):
         parse_key_values(["frames"], "--param")
+
+
+@pytest.mark.parametrize("notebook", list_notebooks("all"), ids=lambda p: p.stem)
+def test_every_parameter_of_the_study_notebooks_can_be_overridden(notebook: Path):
+    # papermill skips an assignment it cannot parse (e.g. an '=' inside its comment), which would
+    # make `--param name=...` fail as a typo; every top-level name of the cell must be visible.
+    import ast
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)}
+    assert {"game", "seed", "device", "out_dir"} <= assigned
+    assert notebook_parameters(notebook) == assigned
