@@ -17,6 +17,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from xrlkit.agents.base import greedy_actions
 from xrlkit.agents.encoders import IFE
 from xrlkit.agents.sb3 import (
     HubError, SB3Agent, XrlkitExtractor, load_from_hub, load_sb3_agent, make_sb3_train_env,
@@ -95,6 +96,8 @@ def test_sampling_act_mode_draws_from_the_policy(saved: dict, sb3_obs: np.ndarra
     counts = np.bincount(agent.act(states), minlength=4) / len(states)
     np.testing.assert_allclose(counts, probs, atol=0.03)
     assert len(set(agent.act(states[:64]))) > 1  # an untrained policy is near uniform
+    # explanations are of the action the policy prefers, not of a draw
+    np.testing.assert_array_equal(greedy_actions(agent, states[:300], batch_size=128), np.full(300, probs.argmax()))
     shipped = tmp_path / "ppo.zip"
     shipped.write_bytes(path.read_bytes())
     write_xrlkit_meta(shipped, {"game": "Breakout", "algo": "ppo", "act_mode": "sample"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xrlkit.agents.base import RandomAgent
+from xrlkit.agents.base import RandomAgent, greedy_actions
 from xrlkit.agents.load import agent_protocol, load_any_agent
 from xrlkit.defaults import MODELS_DIR, shipped, shipped_models
 from xrlkit.evaluation import evaluate, rollout
@@ -46,7 +46,7 @@ def test_shipped_visionmask_beats_random_saliency_on_insertion(entry):
     agent = load_any_agent(shipped(entry["game"], "expert"), game=entry["game"])
     model = load_visionmask(MODELS_DIR / entry["file"], agent)
     states = torch.as_tensor(rollout(agent, entry["game"], 16, protocol=agent_protocol(agent), seed=1, every=8).states)
-    actions = agent.act(states)
+    actions = greedy_actions(agent, states)
     insertion = make_metric("insertion", n_steps=16, reference=model.reference_mode, background=model.background)
     scores = {
         name: insertion(agent, states, actions, make_explainer(name, agent, **kw).explain(states, actions)).mean()

@@ -14,9 +14,9 @@ from xrlkit.cli import parse_key_values
 from xrlkit.study import combine_results, kernel_manager_class, list_notebooks, notebook_parameters, run_study
 
 
-def _notebook(path, code: str) -> None:
+def _notebook(path, code: str, params_source: str = 'game = "Pong"\nout_dir = ""\nvalue = 1') -> None:
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('game = "Pong"\nout_dir = ""\nvalue = 1')
+    params = nbformat.v4.new_code_cell(params_source)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(code)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -55,6 +55,18 @@ def test_study_runs_resumes_and_isolates_failures(notebook_dir, tmp_path):
     again = run_study("Pong", out, notebook_dir=notebook_dir)
     assert set(again["status"]) == {"skipped (done)"}
     assert (out / "Pong" / "second.txt").read_text() == "x"  # not executed twice
+
+
+def test_study_command_reaches_notebooks_that_record_it(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_plain.ipynb", "from xrlkit.study import record\nrecord(out_dir, 'plain', {'game': game})")
+    _notebook(nbs / "02_figures.ipynb", "from xrlkit.study import record\nrecord(out_dir, 'figs', {'game': game, 'command': command})",
+              'game = "Pong"\nout_dir = ""\ncommand = "xrlkit study"')
+    run_study("Pong", tmp_path / "a", notebook_dir=nbs, command="xrlkit study --games Pong --param seed=3")
+    run_study("Pong", tmp_path / "b", notebook_dir=nbs, command="ignored", parameters={"command": "given"})
+    recorded = [combine_results(tmp_path / d).dropna(subset=["command"])["command"].tolist() for d in ("a", "b")]
+    assert recorded == [["xrlkit study --games Pong --param seed=3"], ["given"]]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="unix sockets are POSIX only; Windows keeps TCP")

@@ -157,11 +157,14 @@ def run_study(
     kernel: str = "python3",
     timeout: int | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
+    command: str | None = None,
 ) -> pd.DataFrame:
     """Run the study notebooks for every game (``"all"``, ``"atari100k"`` or a list), ``workers``
     games at a time. Each notebook gets the ``parameters`` it declares (a name no selected
     notebook declares is a ``ValueError``), plus ``game`` and ``out_dir``. Writes the index and
-    the combined results; returns the index table."""
+    the combined results; returns the index table. ``command`` (the command line that started the
+    study) goes to notebooks that declare a ``command`` parameter, unless ``parameters`` sets it;
+    the figures notebook writes it next to the figures."""
     names = resolve_games(games)
     nbs = list_notebooks(notebooks, notebook_dir)
     params = dict(parameters or {})
@@ -171,6 +174,10 @@ def run_study(
     if unknown:
         raise ValueError(f"no selected notebook has parameter(s) {unknown}; they declare {sorted(known)}")
     own = {nb: {k: v for k, v in params.items() if k in declared[nb]} for nb in nbs}
+    if command is not None:
+        for nb in nbs:
+            if "command" in declared[nb]:
+                own[nb].setdefault("command", command)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []

@@ -74,6 +74,16 @@ def choose_actions(logits: torch.Tensor, epsilon: float, rng: np.random.Generato
     return actions
 
 
+@torch.no_grad()
+def greedy_actions(agent: Agent, obs: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """The action an explanation is about: the argmax of ``agent.logits`` for each state of
+    ``obs [B, 4, 84, 84]``, ``int64 [B]``, whatever the agent's ``act_mode`` (a sampling agent's
+    ``act`` would give a random draw, not the action its policy prefers)."""
+    check_obs(obs)
+    return np.concatenate([agent.logits(obs[i:i + batch_size]).argmax(dim=1).cpu().numpy()
+                           for i in range(0, len(obs), batch_size)]).astype(np.int64)
+
+
 class TorchAgent(nn.Module):
     """Base class for agents whose logits come from a torch network.
 

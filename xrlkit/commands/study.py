@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 from xrlkit.cli import parse_key_values
 from xrlkit.study import run_study
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     index = run_study(args.games, args.out, notebooks=args.notebooks, parameters=parse_key_values(args.param, "--param"),
-                      workers=args.workers, timeout=args.timeout)
+                      workers=args.workers, timeout=args.timeout, command=shlex.join(["xrlkit", *sys.argv[1:]]))
     print(index.to_string(index=False))
     print(f"index: {args.out}/index.md, combined results: {args.out}/results.csv")
     return int((index["status"] == "failed").any())
