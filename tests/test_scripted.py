@@ -87,3 +87,29 @@ def test_scripted_agents_by_name_with_clear_errors() -> None:
         load_any_agent("no-such-agent.zip")
     with pytest.raises(ValueError, match="acts greedily"):
         load_any_agent("pong-tracker", act_mode="sample")
+
+
+def test_occlusion_of_the_tracker_points_at_what_it_reads() -> None:
+    """A known answer for explainers: the tracker's action depends on the ball and its paddle only,
+    so occlusion (with the game's background as reference) must peak on them; random saliency does not."""
+    from xrlkit.evaluation import rollout
+    from xrlkit.explainers import make_explainer
+    from xrlkit.grounding import mass_in_objects, pointing_game
+    from xrlkit.references import estimate_background
+
+    tracker = PongTracker()
+    played = rollout(tracker, "Pong", 150, protocol="rlzoo", seed=0, every=3)
+    keep = [i for i, s in enumerate(played.states) if tracker._ball(s[-1]) and tracker._ball(s[-2])][:16]
+    assert len(keep) == 16
+    states = played.states[keep]
+    boxes = [tracker.objects(s) for s in states]
+    assert all(len(b) == 4 for b in boxes)  # ball and paddle, in each of the last two frames
+    actions = tracker.act(states)
+    background = estimate_background(played.states)
+    scores = {}
+    for name, kw in [("occlusion", {"reference": "background", "background": background}), ("random", {"seed": 0})]:
+        saliency = make_explainer(name, tracker, **kw).explain(states, actions).abs()
+        scores[name] = (np.nanmean(pointing_game(saliency, boxes, tolerance=2)),
+                        np.nanmean(mass_in_objects(saliency, boxes, tolerance=2)))
+    assert scores["occlusion"][0] >= 0.6 and scores["occlusion"][1] >= 0.4, scores
+    assert scores["random"][0] <= 0.2 and scores["random"][1] <= 0.1, scores

@@ -1,10 +1,13 @@
 """Scripted agents: hand-written policies behind the :class:`~xrlkit.agents.base.Agent` protocol.
 
 :class:`PongTracker` reads the ball and its own paddle off the stacked frames and moves the paddle
-to where the ball will cross the paddle's column. It is a teacher for distillation (``xrlkit
-distill --teacher pong-tracker``), which turns it into a CNN that plays Pong without the millions of
-frames PPO needs, and a glass-box agent for teaching: its decision depends on the ball and the
-right paddle and on nothing else, so a saliency map of it can be checked against what is known.
+to where the ball will cross the paddle's column. Its decision depends on the ball and the right
+paddle and on nothing else (:meth:`PongTracker.objects` gives their boxes), so it is a known answer
+for explainers that need only logits (occlusion, RISE): a faithful map of it points there. It has no
+gradients, so gradient explainers and VisionMask cannot explain it. It can teach ``xrlkit distill``
+(``--teacher pong-tracker``), though on a 2-core CPU a Nature-CNN student did not learn from it:
+after 2 DAgger rounds of 20k states (4 passes each, lr 1e-3) it still always chose NOOP, the
+teacher's most common action (69% of its states), and so did 4 passes of plain behaviour cloning.
 
 Geometry. It works on the ``rlzoo`` / ``ifepaper`` observations (the whole 210x160 screen resized
 to 84x84, grayscale): the playfield lies between the walls at rows 14-76, the agent's (right,
@@ -55,19 +58,41 @@ class PongTracker:
         self._rng = np.random.default_rng(seed)
 
     @staticmethod
-    def _ball(frame: np.ndarray) -> tuple[float, float] | None:
-        """(row, column) of the ball's centre in one ``[84, 84]`` frame, or ``None``."""
+    def _ball_pixels(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns of the ball's pixels in one ``[84, 84]`` frame (empty: no ball)."""
         rows, cols = np.nonzero(np.abs(frame[_TOP:_BOTTOM, _BALL_COLS].astype(np.int16) - _BACKGROUND) > 20)
-        if len(rows) == 0:
-            return None
-        return float(rows.mean() + _TOP), float(cols.mean() + _BALL_COLS.start)
+        return rows + _TOP, cols + _BALL_COLS.start
 
     @staticmethod
-    def _paddle(frame: np.ndarray) -> float | None:
-        """Row of the centre of the agent's paddle, or ``None`` when it is off the playfield."""
+    def _paddle_rows(frame: np.ndarray) -> np.ndarray:
+        """Rows the agent's paddle covers in one ``[84, 84]`` frame (empty: off the playfield)."""
         column = frame[_TOP:_BOTTOM, _PADDLE_COLS].astype(np.int16).max(axis=1)
-        rows = np.nonzero(column - _BACKGROUND > 20)[0]
-        return float(rows.mean() + _TOP) if len(rows) else None
+        return np.nonzero(column - _BACKGROUND > 20)[0] + _TOP
+
+    def _ball(self, frame: np.ndarray) -> tuple[float, float] | None:
+        """(row, column) of the ball's centre in one ``[84, 84]`` frame, or ``None``."""
+        rows, cols = self._ball_pixels(frame)
+        return (float(rows.mean()), float(cols.mean())) if len(rows) else None
+
+    def _paddle(self, frame: np.ndarray) -> float | None:
+        """Row of the centre of the agent's paddle, or ``None`` when it is off the playfield."""
+        rows = self._paddle_rows(frame)
+        return float(rows.mean()) if len(rows) else None
+
+    def objects(self, state: np.ndarray | torch.Tensor) -> list[tuple[float, float, float, float]]:
+        """What the decision on one state ``[4, 84, 84]`` reads, as ``(x, y, w, h)`` boxes in 84x84
+        pixels (:mod:`xrlkit.grounding`'s format): the ball and the agent's paddle in each of the
+        last two frames where they are visible. A faithful saliency map of this agent points here."""
+        frames = as_obs_tensor(torch.as_tensor(state)[None], "cpu")[0].detach().numpy()
+        boxes = []
+        for frame in frames[-2:]:
+            rows, cols = self._ball_pixels(frame)
+            if len(rows):
+                boxes.append((float(cols.min()), float(rows.min()), float(np.ptp(cols) + 1), float(np.ptp(rows) + 1)))
+            rows = self._paddle_rows(frame)
+            if len(rows):
+                boxes.append((float(_PADDLE_COLS.start), float(rows.min()), 3.0, float(np.ptp(rows) + 1)))
+        return boxes
 
     def _target(self, new: tuple[float, float] | None, old: tuple[float, float] | None) -> float:
         middle = (_TOP + _BOTTOM - 1) / 2
