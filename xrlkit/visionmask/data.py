@@ -142,7 +142,8 @@ def collect_states(
     settings = {
         "format": FORMAT, "game": resolve_game(game), "protocol": protocol, "epsilon": epsilon, "seed": seed,
         "max_episode_steps": max_episode_steps, "shard_size": shard_size, "fractions": list(fractions),
-        "act_mode": getattr(agent, "act_mode", "greedy"), "n_actions": int(agent.n_actions), "action_meanings": list(agent.action_meanings), "agent": agent_id or {},
+        "act_mode": getattr(agent, "act_mode", "greedy"), "n_actions": int(agent.n_actions),
+        "action_meanings": list(agent.action_meanings), "agent": agent_id or {},
     }
     meta_path, index_path = root / "meta.json", root / "index.json"
     if meta_path.exists():
