@@ -1,9 +1,10 @@
 """State datasets for training and evaluating VisionMask.
 
-:func:`collect_states` rolls an agent out (greedy or epsilon-greedy) and stores, per state, the
+:func:`collect_states` rolls an agent out (by its ``act_mode``, epsilon-greedy) and stores, per state, the
 stacked frames ``uint8 [4, 84, 84]``, the raw RGB screen ``uint8 [210, 160, 3]``, the agent's
 logits ``float32 [A]``, its greedy action (``actions``, the argmax of the logits: the action to
-explain) and the action actually taken (``taken``; differs from ``actions`` under epsilon).
+explain) and the action actually taken (``taken``; differs from ``actions`` under epsilon or
+when a policy agent samples its actions).
 
 On-disk layout of a dataset directory (no pickle anywhere)::
 
