@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xrlkit.agents.base import Agent
+from xrlkit.agents.base import Agent, greedy_actions
 from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer, prepare_inputs
 from xrlkit.references import make_reference
 
@@ -284,7 +284,7 @@ def evaluate_explainers(
         raise ValueError("need at least one explainer and one metric")
     x = torch.as_tensor(states)
     if actions is None:
-        actions = torch.cat([_logits(agent, c, batch_size).argmax(dim=1).cpu() for c in x.split(batch_size)])
+        actions = greedy_actions(agent, x, batch_size)
     a = torch.as_tensor(actions)
     prepare_inputs(x, a, agent.n_actions, "cpu")  # validate shapes once, up front
     rows = []

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xrlkit.agents.base import Agent
+from xrlkit.agents.base import Agent, greedy_actions
 from xrlkit.agents.sb3 import (
     ALGOS, RLZOO_PRESETS, SB3Agent, XrlkitExtractor, _build_hyperparams, load_sb3_agent, make_sb3_train_env,
     write_xrlkit_meta,
@@ -92,7 +92,7 @@ def make_student(game: str, encoder: str = "ife", hidden: int = 256, protocol: s
 
 def collect(policy: Agent, teacher: Agent, game: str, n_states: int, *, protocol: str, n_envs: int = 8,
             every: int = 2, epsilon: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Play ``policy`` (epsilon-greedy) on ``n_envs`` evaluation envs and keep every ``every``-th
+    """Play ``policy`` (by its ``act``, epsilon-greedy) on ``n_envs`` evaluation envs and keep every ``every``-th
     step of each until ``n_states`` are kept. Returns states ``uint8 [N, 4, 84, 84]`` and the
     teacher's logits on them ``float32 [N, A]``."""
     env = make_vector_env(game, n_envs, protocol, seed=seed)
@@ -181,9 +181,7 @@ def distill(
         actor: Agent = teacher if k == 0 else student
         s, t = collect(actor, teacher, game, cfg.states_per_round, protocol=protocol, n_envs=cfg.n_envs,
                        every=cfg.every, epsilon=0.0 if k == 0 else cfg.student_epsilon, seed=cfg.seed + 1000 * k)
-        with torch.no_grad():
-            picks = np.concatenate([student.logits(s[i:i + 512]).argmax(1).cpu().numpy() for i in range(0, len(s), 512)])
-        agreement = float((picks == t.argmax(1)).mean())
+        agreement = float((greedy_actions(student, s, batch_size=512) == t.argmax(1)).mean())
         states.append(s)
         targets.append(t)
         all_s, all_t = np.concatenate(states), torch.as_tensor(np.concatenate(targets))
