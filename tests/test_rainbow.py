@@ -20,8 +20,10 @@ from xrlkit.agents.replay import Batch, PrioritizedReplay
 from xrlkit.checkpoint import load_agent, read_meta
 from xrlkit.cli import main
 from xrlkit.envs import make_vector_env
+from xrlkit.runtime import resolve_runtime
 
 torch.set_num_threads(1)
+CPU_FP32 = resolve_runtime("cpu", "fp32", channels_last=False, threads=1)
 
 #: a tiny fastrainbow run: Nature CNN, 2 envs, small batch and buffer, no evaluation
 TINY = dict(preset="fastrainbow", encoder="nature", n_envs=2, batch_size=4, buffer_size=2000,
@@ -43,7 +45,7 @@ def test_q_heads_on_every_encoder(encoder: str, breakout_states: np.ndarray) -> 
 
 def test_c51_projection_by_hand() -> None:
     cfg = make_config("der")
-    learner = RainbowLearner(4, cfg, "nature", torch.device("cpu"))
+    learner = RainbowLearner(4, cfg, "nature", CPU_FP32)
     probs = torch.zeros(3, 51)
     probs[:, 25] = 1.0  # all mass on z = 0
     returns = torch.tensor([1.0, 0.2, 50.0])
@@ -87,7 +89,7 @@ def rewarding_batch(buf: PrioritizedReplay, size: int) -> Batch:
 def test_updates_reduce_td_loss_on_fixed_batch(preset: str, breakout_replay: PrioritizedReplay) -> None:
     """100 Adam steps on one batch of real Breakout transitions (target net fixed) fit it."""
     cfg = make_config(preset, batch_size=32, lr=5e-4)
-    learner = RainbowLearner(4, cfg, "nature", torch.device("cpu"), seed=0)
+    learner = RainbowLearner(4, cfg, "nature", CPU_FP32, seed=0)
     fixed = rewarding_batch(breakout_replay, 32)
 
     def fixed_loss() -> float:
@@ -117,11 +119,11 @@ def test_updates_reduce_td_loss_on_fixed_batch(preset: str, breakout_replay: Pri
 
 def test_learner_state_roundtrip(breakout_replay: PrioritizedReplay) -> None:
     cfg = make_config("fastrainbow", batch_size=8)
-    a = RainbowLearner(4, cfg, "nature", torch.device("cpu"), seed=0)
+    a = RainbowLearner(4, cfg, "nature", CPU_FP32, seed=0)
     for _ in range(3):
         a.update(breakout_replay.sample(8))
     tensors, meta = a.state()
-    b = RainbowLearner(4, cfg, "nature", torch.device("cpu"), seed=5)
+    b = RainbowLearner(4, cfg, "nature", CPU_FP32, seed=5)
     b.load_state({k: v.clone() for k, v in tensors.items()}, json.loads(json.dumps(meta)))
     batch = breakout_replay.sample(8)
     a.update(batch)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 import xrlkit
+from xrlkit.agents.policy import PolicyAgent, PolicyConfig
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.games import resolve_game
 
@@ -80,31 +81,48 @@ def check_compatible(meta: dict[str, Any], path: str | Path, game: str | None = 
         raise ValueError(f"{path} has {meta.get('n_actions')} actions, but {n_actions} were expected")
 
 
-def save_agent(agent: QAgent, path: str | Path, *, game: str, **meta: Any) -> Path:
-    """Save a :class:`QAgent` with its config, game and any extra metadata (steps, protocol, ...)."""
+#: agent kind stored in a checkpoint -> (agent class, its config class)
+AGENT_KINDS: dict[str, tuple[type, type]] = {"q": (QAgent, QNetConfig), "policy": (PolicyAgent, PolicyConfig)}
+
+
+def save_agent(agent: QAgent | PolicyAgent, path: str | Path, *, game: str, **meta: Any) -> Path:
+    """Save a :class:`QAgent` or :class:`PolicyAgent` with its config, game and any extra
+    metadata (steps, protocol, ...); a policy's ``act_mode`` is stored with it."""
+    kind = next(k for k, (cls, _) in AGENT_KINDS.items() if isinstance(agent, cls))
+    if kind == "policy":
+        meta = {"act_mode": agent.act_mode, **meta}
     info = {
-        "kind": "q", "config": agent.config_dict(), "game": resolve_game(game),
+        "kind": kind, "config": agent.config_dict(), "game": resolve_game(game),
         "n_actions": agent.n_actions, "action_meanings": list(agent.action_meanings), **meta,
     }
     return save_tensors(path, agent.state_dict(), info)
 
 
 def load_agent(
-    path: str | Path, *, game: str | None = None, n_actions: int | None = None, device: str | torch.device = "cpu"
-) -> QAgent:
+    path: str | Path, *, game: str | None = None, n_actions: int | None = None, device: str | torch.device = "cpu",
+    act_mode: str | None = None,
+) -> QAgent | PolicyAgent:
     """Load an agent saved by :func:`save_agent`, in eval mode on ``device``.
 
     ``game`` / ``n_actions``, when given, must match the checkpoint's, else ``ValueError``.
+    ``act_mode`` overrides a policy's stored one; value-based agents only act greedily.
     """
     tensors, meta = load_tensors(path, device)
     check_compatible(meta, path, game, n_actions)
-    if meta.get("kind") != "q":
-        raise ValueError(f"{path} holds a {meta.get('kind')!r} model, not an agent")
-    agent = QAgent(meta["n_actions"], QNetConfig(**meta["config"]), tuple(meta["action_meanings"]))
+    kind = meta.get("kind")
+    if kind not in AGENT_KINDS:
+        raise ValueError(f"{path} holds a {kind!r} model, not an agent (kinds: {sorted(AGENT_KINDS)})")
+    cls, config_cls = AGENT_KINDS[kind]
+    agent = cls(meta["n_actions"], config_cls(**meta["config"]), tuple(meta["action_meanings"]))
     try:
         agent.load_state_dict(tensors)
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not match the stored config ({err})") from err
+    mode = act_mode or meta.get("act_mode", "greedy")
+    if kind == "policy":
+        agent.act_mode = mode
+    elif mode != "greedy":
+        raise ValueError(f"{path} holds a value-based agent, which acts greedily; act_mode={mode!r} needs a policy")
     agent.meta = meta  # type: ignore[attr-defined]
     return agent.to(device).eval()
 

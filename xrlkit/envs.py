@@ -122,6 +122,7 @@ def make_vector_env(
     train: bool = False,
     seed: int = 0,
     backend: str = "auto",
+    threads: int = 0,
 ) -> gym.vector.VectorEnv:
     """``n_envs`` envs stepping together; observations ``uint8 [n_envs, 4, 84, 84]``.
 
@@ -141,7 +142,7 @@ def make_vector_env(
       wrappers) has no ale-py equivalent.
 
     The two backends pad the first stack of an episode differently (ale: zeros; gym: the first
-    frame repeated).
+    frame repeated). ``threads`` sets the ale backend's worker threads (0: one per core).
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
@@ -156,7 +157,7 @@ def make_vector_env(
 
         snake = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
         env: gym.vector.VectorEnv = AtariVectorEnv(
-            game=snake, num_envs=n_envs,
+            game=snake, num_envs=n_envs, num_threads=threads,
             repeat_action_probability=proto.repeat_action_probability,
             noop_max=proto.noop_max, frameskip=proto.frame_skip,
             max_num_frames_per_episode=proto.max_episode_frames,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xrlkit.agents.encoders import upsample_attention
 from xrlkit.envs import check_obs
 
 
@@ -111,6 +112,27 @@ class TorchAgent(nn.Module):
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
         return choose_actions(self.logits(obs), epsilon, self._rng)
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the agent's encoder keeps an attention map (IFE, attention CNNs)."""
+        return hasattr(getattr(self, "encoder", None), "attention")
+
+    def attention(self, obs: np.ndarray | torch.Tensor, size: tuple[int, int] = (84, 84),
+                  mode: str = "nearest") -> torch.Tensor:
+        """The encoder's attention for each state, upsampled to ``size``: ``float [B, *size]``.
+
+        The 14x14 HUE attention sums to 1; each cell covers a 6x6 patch of the 84x84 input, so
+        ``mode="nearest"`` shows exactly those patches. Use ``size=(210, 160)`` to overlay it on
+        the raw RGB frame (the 84x84 frame is a resize of the whole screen). Upsampled maps are
+        rescaled to keep summing to 1.
+        """
+        if not self.has_attention:
+            raise ValueError("this agent's encoder has no attention map; use the 'ife' encoder")
+        with torch.no_grad():
+            self(as_obs_tensor(obs, self.device) / 255.0)
+            att = self.encoder.attention  # type: ignore[attr-defined]
+        return upsample_attention(att, size, mode)
 
 
 class RandomAgent:

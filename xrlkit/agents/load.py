@@ -16,7 +16,7 @@ def load_any_agent(path: str | Path, *, game: str | None = None, device: str | t
 
     ``game``, when given, must match the game the checkpoint was trained on. ``act_mode``
     (``"greedy"`` / ``"sample"``) overrides how a policy-gradient agent acts (default: as stored);
-    xrlkit checkpoints hold value-based agents, which only act greedily.
+    value-based agents (xrlkit Rainbow, SB3 DQN) only act greedily.
     """
     from xrlkit.agents.scripted import SCRIPTED, make_scripted_agent
 
@@ -31,11 +31,9 @@ def load_any_agent(path: str | Path, *, game: str | None = None, device: str | t
         from xrlkit.agents.sb3 import load_sb3_agent
 
         return load_sb3_agent(path, game=game, device=device, act_mode=act_mode)
-    if act_mode not in (None, "greedy"):
-        raise ValueError(f"{path} holds a value-based agent, which acts greedily; act_mode={act_mode!r} needs a policy")
     from xrlkit.checkpoint import load_agent
 
-    return load_agent(path, game=game, device=device)
+    return load_agent(path, game=game, device=device, act_mode=act_mode)
 
 
 def agent_protocol(agent: Agent) -> str:

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xrlkit.agents.base import TorchAgent, as_obs_tensor
-from xrlkit.agents.encoders import make_encoder, upsample_attention
+from xrlkit.agents.base import TorchAgent
+from xrlkit.agents.encoders import make_encoder
 
 
 class NoisyLinear(nn.Module):
@@ -105,25 +105,6 @@ class QAgent(TorchAgent):
         for m in self.modules():
             if isinstance(m, NoisyLinear):
                 m.reset_noise()
-
-    @property
-    def has_attention(self) -> bool:
-        return hasattr(self.encoder, "attention")
-
-    def attention(self, obs: Any, size: tuple[int, int] = (84, 84), mode: str = "nearest") -> torch.Tensor:
-        """IFE attention for each state, upsampled to ``size``: ``float [B, *size]``.
-
-        The 14x14 HUE attention sums to 1; each cell covers a 6x6 patch of the 84x84 input, so
-        ``mode="nearest"`` shows exactly those patches. Use ``size=(210, 160)`` to overlay it on
-        the raw RGB frame (the 84x84 frame is a resize of the whole screen). Upsampled maps are
-        rescaled to keep summing to 1.
-        """
-        if not self.has_attention:
-            raise ValueError(f"encoder {self.config.encoder!r} has no attention map; use the 'ife' encoder")
-        with torch.no_grad():
-            self(as_obs_tensor(obs, self.device) / 255.0)
-            att = self.encoder.attention  # type: ignore[union-attr]
-        return upsample_attention(att, size, mode)
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)

@@ -7,7 +7,7 @@ Two presets, stored as plain data in :data:`PRESETS`:
   one update per vector step): double DQN, dueling, no noisy nets, no C51, PER alpha 0.5 with
   beta 0.45 -> 1, 3-step returns, gamma 0.99, Adam(lr 2.5e-4, eps 0.005 / 512), Huber loss,
   gradient-norm clip 10, target sync every 32k frames, epsilon 1 -> 0.01 over 1M frames,
-  learning from 80k frames on, a 2**20 replay, AMP on CUDA, IMPALA-CNN (spectral norm in
+  learning from 80k frames on, a 2**20 replay, IMPALA-CNN (spectral norm in
   its residual blocks). Replay ratio: one batch of 512 per vector step of 64 envs, i.e. each
   collected transition is sampled 8 times on average (the same sample throughput as that
   code's default of two updates of 256).
@@ -28,9 +28,8 @@ with ``save_replay=True``, ``replay.safetensors``.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import dataclasses
-import os
 import sys
 import time
 import warnings
@@ -48,10 +47,12 @@ from xrlkit.agents.base import choose_actions
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.agents.replay import Batch, PrioritizedReplay
-from xrlkit.checkpoint import load_tensors, optimizer_tensors, read_meta, restore_optimizer, save_agent, save_tensors
+from xrlkit.checkpoint import load_tensors, optimizer_tensors, read_meta, restore_optimizer, save_agent
 from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
+from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, read_curve
+from xrlkit.runtime import Runtime, resolve_runtime
 
 
 @dataclass
@@ -84,7 +85,6 @@ class RainbowConfig:
     eps_start: float
     eps_final: float
     eps_decay_frames: int
-    amp: bool  # mixed precision, only on CUDA
     default_encoder: str
 
     def __post_init__(self) -> None:
@@ -114,7 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "double": True, "dueling": True, "noisy": False, "atoms": 1, "v_min": -10.0, "v_max": 10.0,
         "hidden": 256, "loss": "huber", "grad_clip": 10.0, "target_update_frames": 32_000,
         "updates_per_step": 1, "learning_starts_frames": 80_000, "eps_start": 1.0, "eps_final": 0.01,
-        "eps_decay_frames": 1_000_000, "amp": True, "default_encoder": "impala",
+        "eps_decay_frames": 1_000_000, "default_encoder": "impala",
     },
     "der": {
         "n_envs": 1, "batch_size": 32, "lr": 1e-4, "adam_eps": 1.5e-4, "gamma": 0.99, "n_step": 20,
@@ -122,7 +122,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "double": True, "dueling": True, "noisy": True, "atoms": 51, "v_min": -10.0, "v_max": 10.0,
         "hidden": 256, "loss": "huber", "grad_clip": 10.0, "target_update_frames": 8_000,
         "updates_per_step": 1, "learning_starts_frames": 6_400, "eps_start": 0.0, "eps_final": 0.0,
-        "eps_decay_frames": 1, "amp": True, "default_encoder": "nature",
+        "eps_decay_frames": 1, "default_encoder": "nature",
     },
 }
 
@@ -138,16 +138,6 @@ def make_config(preset: str, **overrides: Any) -> RainbowConfig:
     return RainbowConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given (must exist)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    return dev
-
-
 class RainbowLearner:
     """Online and target Q networks, Adam, and one gradient step on a replay :class:`Batch`."""
 
@@ -156,32 +146,31 @@ class RainbowLearner:
         n_actions: int,
         config: RainbowConfig,
         encoder: str,
-        device: torch.device,
+        runtime: Runtime,
         action_meanings: tuple[str, ...] | None = None,
         seed: int = 0,
     ) -> None:
         if encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
-        self.config, self.device = config, device
+        self.config, self.runtime, self.device = config, runtime, runtime.device
         c = config
         net = QNetConfig(encoder=encoder, hidden=c.hidden, dueling=c.dueling, noisy=c.noisy,
                          atoms=c.atoms, v_min=c.v_min, v_max=c.v_max)
-        self.online = QAgent(n_actions, net, action_meanings, seed).to(device).train()
-        self.target = QAgent(n_actions, net, action_meanings, seed).to(device).train()
+        self.online = runtime.prepare(QAgent(n_actions, net, action_meanings, seed)).train()
+        self.target = runtime.prepare(QAgent(n_actions, net, action_meanings, seed)).train()
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=c.lr, eps=c.adam_eps)
-        self.use_amp = c.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.scaler = runtime.grad_scaler()
         self.rng = np.random.default_rng(seed)
         self.updates = 0
 
     def _input(self, obs: np.ndarray) -> torch.Tensor:
-        """uint8 ``[B, 4, 84, 84]`` -> float in [0, 1] on the device."""
-        return torch.from_numpy(obs).to(self.device, non_blocking=True).float().div_(255.0)
+        """uint8 ``[B, 4, 84, 84]`` -> float in [0, 1] on the device, in the runtime's layout."""
+        return self.runtime.input(obs)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp)
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return self.runtime.autocast()
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
@@ -266,7 +255,7 @@ class RainbowLearner:
         tensors.update({f"target.{k}": v for k, v in self.target.state_dict().items()})
         tensors.update(optimizer_tensors(self.optimizer))
         meta = {
-            "scaler": self.scaler.state_dict() if self.use_amp else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "updates": self.updates, "rng": self.rng.bit_generator.state,
             "agent_rng": self.online._rng.bit_generator.state,
         }
@@ -277,7 +266,7 @@ class RainbowLearner:
         self.online.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("online.")})
         self.target.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("target.")})
         restore_optimizer(self.optimizer, tensors)
-        if self.use_amp and meta.get("scaler"):
+        if self.scaler.is_enabled() and meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
         self.updates = int(meta["updates"])
         self.rng.bit_generator.state = meta["rng"]
@@ -306,54 +295,7 @@ METRIC_COLUMNS = ("frames", "steps", "updates", "eval_mean", "eval_hns", "eval_e
 
 def learning_curve(out_dir: str | Path, as_pandas: bool = False) -> Any:
     """``out_dir/metrics.csv`` as ``{column: list of floats}`` (or a pandas DataFrame)."""
-    path = Path(out_dir) / "metrics.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no learning curve at {path}")
-    if as_pandas:
-        import pandas as pd
-
-        return pd.read_csv(path)
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
-    columns = rows[0].keys() if rows else METRIC_COLUMNS
-    return {c: [float(r[c]) if r[c] != "" else float("nan") for r in rows] for c in columns}
-
-
-def _trim_metrics(path: Path, max_frames: int) -> None:
-    """Drop metric rows written after the checkpoint a run resumes from."""
-    if not path.is_file():
-        return
-    with path.open() as f:
-        rows = [r for r in csv.DictReader(f) if float(r["frames"]) <= max_frames]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _atomic_save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_tensors(tmp, tensors, meta)
-    os.replace(tmp, path)
-
-
-def _check_same_run(path: Path, run: dict[str, Any]) -> None:
-    """Raise ``ValueError`` if the run stored in ``path`` differs from ``run``."""
-    meta = read_meta(path)
-    diff = [f"{k}: stored {meta.get(k)!r}, asked {v!r}" for k, v in run.items() if meta.get(k) != v]
-    if diff:
-        raise ValueError(
-            f"{path.parent} holds another run ({'; '.join(diff)}); use another out_dir or resume=False"
-        )
+    return read_curve(out_dir, as_pandas)
 
 
 def train(
@@ -363,7 +305,7 @@ def train(
     preset: str = "fastrainbow",
     total_frames: int,
     seed: int = 0,
-    device: str | torch.device = "auto",
+    runtime: Runtime | None = None,
     out_dir: str | Path,
     n_envs: int | None = None,
     protocol: str = "ifepaper",
@@ -398,22 +340,23 @@ def train(
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
     if total_frames < 1:
         raise ValueError(f"total_frames must be >= 1, got {total_frames}")
-    dev = resolve_device(device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    rt = runtime or resolve_runtime()
+    dev = rt.device
+    out = check_out_dir(out_dir)
     resume_path, replay_path = out / "resume.safetensors", out / "replay.safetensors"
-    agent_path, metrics_path = out / "agent.safetensors", out / "metrics.csv"
+    agent_path = out / "agent.safetensors"
+    log = CsvLog(out / "metrics.csv", METRIC_COLUMNS)
     run = {"game": game, "preset": preset, "encoder": encoder, "protocol": proto.name, "seed": seed,
            "rainbow_config": asdict(cfg)}
     resuming = resume and resume_path.is_file()
     if resume and not resuming and agent_path.is_file():
-        _check_same_run(agent_path, {k: run[k] for k in ("game", "preset", "encoder", "protocol")})
+        check_same_run(agent_path, {k: run[k] for k in ("game", "preset", "encoder", "protocol")})
     if resuming:
-        _check_same_run(resume_path, run)
+        check_same_run(resume_path, run)
 
     torch.manual_seed(seed)
     meanings = action_meanings(game)
-    learner = RainbowLearner(len(meanings), cfg, encoder, dev, meanings, seed)
+    learner = RainbowLearner(len(meanings), cfg, encoder, rt, meanings, seed)
     skip = proto.frame_skip
     buffer = PrioritizedReplay(cfg.buffer_size, cfg.n_envs, n_step=cfg.n_step, gamma=cfg.gamma,
                                alpha=cfg.per_alpha, eps=cfg.per_eps, seed=seed)
@@ -437,9 +380,9 @@ def train(
         elif replay_path.is_file():
             warnings.warn(f"{replay_path} does not match the resume step; resuming with an empty replay")
         buffer.rng.bit_generator.state = meta["replay_rng"]
-        _trim_metrics(metrics_path, counters["env_steps"] * skip)
-    elif metrics_path.is_file():
-        metrics_path.unlink()
+        log.trim(counters["env_steps"] * skip)
+    else:
+        log.path.unlink(missing_ok=True)
 
     def frames() -> int:
         return counters["env_steps"] * skip
@@ -451,9 +394,9 @@ def train(
             tensors["rng.cuda"] = torch.cuda.get_rng_state(dev)
         if save_replay:
             arrays, rmeta = buffer.state()
-            _atomic_save(replay_path, {k: torch.from_numpy(v) for k, v in arrays.items()},
+            atomic_save(replay_path, {k: torch.from_numpy(v) for k, v in arrays.items()},
                          {"env_steps": counters["env_steps"], "replay": rmeta})
-        _atomic_save(resume_path, tensors, {
+        atomic_save(resume_path, tensors, {
             **run, "learner": lmeta, "counters": counters, "recent_returns": list(recent),
             "resumed_from": resumed_from, "replay_rng": buffer.rng.bit_generator.state,
         })
@@ -467,7 +410,7 @@ def train(
                        n_envs=min(eval_episodes, 8), max_steps=eval_max_steps)
         learner.online.train()
         last_eval.update(mean=res.mean, hns=res.hns)
-        _append_metrics(metrics_path, {
+        log.append({
             "frames": frames(), "steps": counters["env_steps"], "updates": learner.updates,
             "eval_mean": res.mean, "eval_hns": res.hns, "eval_episodes": len(res.returns),
             "train_return_recent": float(np.mean(recent)) if recent else "",
@@ -534,7 +477,7 @@ def train(
         bar.close()
         env.close()
 
-    if eval_episodes > 0 and not (metrics_path.is_file() and learning_curve(out)["frames"][-1:] == [frames()]):
+    if eval_episodes > 0 and not (log.path.is_file() and learning_curve(out)["frames"][-1:] == [frames()]):
         run_eval()
     counters["elapsed_s"] += time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -1,0 +1,180 @@
+"""The CPU-first PPO trainer: every encoder and precision trains, resumes after a kill with a
+continuous log, stops cleanly on a signal, and refuses bad input before writing anything."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xrlkit.agents.encoders import ENCODERS
+from xrlkit.agents.load import load_any_agent
+from xrlkit.agents.policy import PolicyAgent, PolicyConfig
+from xrlkit.agents.ppo import make_config, train
+from xrlkit.checkpoint import read_meta
+from xrlkit.cli import main
+from xrlkit.runtime import bf16_native, resolve_runtime
+
+#: 2 envs x 32 steps = 64 agent steps (256 frames) per iteration, one small minibatch pass
+TINY = dict(n_envs=2, n_steps=32, batch_size=32, n_epochs=1, eval_episodes=1, eval_max_steps=40,
+            checkpoint_every_frames=256, progress=False)
+PRECISIONS = ["fp32"] + (["bf16"] if bf16_native() else [])
+
+
+def rows(out: Path) -> list[dict[str, str]]:
+    with (out / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def runtime(precision: str = "fp32"):
+    return resolve_runtime("cpu", precision, threads=1, env_threads=1)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_every_encoder_and_precision_trains(encoder: str, precision: str, tmp_path: Path) -> None:
+    path = train("Breakout", encoder=encoder, total_frames=512, out_dir=tmp_path, runtime=runtime(precision),
+                 **TINY)
+    log = rows(tmp_path)
+    assert [int(r["iteration"]) for r in log] == [1, 2] and int(log[-1]["frames"]) == 512
+    assert all(np.isfinite(float(r[k])) for r in log for k in ("policy_loss", "value_loss", "entropy"))
+    assert log[-1]["eval_mean"] != "" and (tmp_path / "learning_curve.png").stat().st_size > 0
+    meta = read_meta(path)
+    assert (meta["algo"], meta["encoder"], meta["game"], meta["frames"]) == ("ppo", encoder, "Breakout", 512)
+    assert meta["runtime"]["precision"] == precision and meta["versions"]["torch"] == torch.__version__
+    agent = load_any_agent(path, game="Breakout")
+    assert isinstance(agent, PolicyAgent) and agent.act_mode == "sample"
+    obs = np.random.default_rng(0).integers(0, 256, (3, 4, 84, 84), dtype=np.uint8)
+    assert agent.logits(obs).shape == (3, 4) and agent.act(obs).shape == (3,)
+
+
+def test_training_changes_the_policy_and_rewards_matter(tmp_path: Path) -> None:
+    """The update moves the weights, and the same seed reproduces the same run exactly."""
+    a = train("Breakout", total_frames=512, out_dir=tmp_path / "a", runtime=runtime(), **TINY)
+    b = train("Breakout", total_frames=512, out_dir=tmp_path / "b", runtime=runtime(), **TINY)
+    fresh = PolicyAgent(4, PolicyConfig(), seed=0)
+    trained, again = load_any_agent(a), load_any_agent(b)
+    obs = np.random.default_rng(1).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
+    assert not torch.allclose(trained.logits(obs), fresh.logits(obs))
+    assert torch.equal(trained.logits(obs), again.logits(obs))
+
+
+def test_resume_continues_the_count_and_the_log(tmp_path: Path) -> None:
+    train("Breakout", total_frames=512, out_dir=tmp_path, runtime=runtime(), **TINY)
+    path = train("Breakout", total_frames=1024, out_dir=tmp_path, runtime=runtime(), **TINY)
+    log = rows(tmp_path)
+    assert [int(r["iteration"]) for r in log] == [1, 2, 3, 4]
+    assert [int(r["frames"]) for r in log] == [256, 512, 768, 1024]
+    assert read_meta(path)["resumed_from"] == [128]
+    # a finished run returns at once, unchanged
+    before = path.stat().st_mtime_ns
+    assert train("Breakout", total_frames=1024, out_dir=tmp_path, runtime=runtime(), **TINY) == path
+    assert path.stat().st_mtime_ns == before
+
+
+def test_no_resume_starts_afresh(tmp_path: Path) -> None:
+    train("Breakout", total_frames=512, out_dir=tmp_path, runtime=runtime(), **TINY)
+    train("Breakout", total_frames=256, out_dir=tmp_path, runtime=runtime(), resume=False, **TINY)
+    assert [int(r["iteration"]) for r in rows(tmp_path)] == [1]
+    assert read_meta(tmp_path / "agent.safetensors")["frames"] == 256
+
+
+def _start(out: Path, frames: int) -> subprocess.Popen:
+    code = ("import sys; from xrlkit.cli import main; sys.exit(main())")
+    args = ["train", "--game", "Breakout", "--frames", str(frames), "--out", str(out), "--device", "cpu",
+            "--precision", "fp32", "--threads", "1", "--env-threads", "1", "--n-envs", "2", "--no-progress",
+            "--set", "n_steps=32", "--set", "batch_size=32", "--set", "n_epochs=1", "--eval-every", "0",
+            "--eval-episodes", "1", "--eval-max-steps", "40", "--checkpoint-every", "256"]
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "XRLKIT_ALLOCATOR_SET": "1"})
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while not path.is_file():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end, "no checkpoint written in time"
+        time.sleep(0.1)
+
+
+def test_kill_9_then_resume_gives_a_continuous_log(tmp_path: Path) -> None:
+    proc = _start(tmp_path, 256 * 400)
+    _wait_for(tmp_path / "resume.safetensors", proc)
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    kept = read_meta(tmp_path / "resume.safetensors")["counters"]["steps"]
+    train("Breakout", total_frames=(kept * 4) + 512, out_dir=tmp_path, runtime=runtime(),
+          **{**TINY, "eval_every_frames": 0})
+    frames = [int(r["frames"]) for r in rows(tmp_path)]
+    assert frames == list(range(256, kept * 4 + 512 + 1, 256)), frames
+
+
+def test_sigint_saves_and_says_how_to_resume(tmp_path: Path) -> None:
+    proc = _start(tmp_path, 256 * 400)
+    _wait_for(tmp_path / "metrics.csv", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume" in err and "Traceback" not in err
+    steps = read_meta(tmp_path / "resume.safetensors")["counters"]["steps"]
+    assert int(rows(tmp_path)[-1]["steps"]) == steps
+
+
+def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    train("Breakout", total_frames=256, out_dir=out, runtime=runtime(), **TINY)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    base = ["train", "--frames", "256", "--out", str(out), "--device", "cpu", "--no-progress"]
+    cases = {
+        "Brekout": base + ["--game", "Brekout"],
+        "Pong": base + ["--game", "Pong"],  # the folder holds a Breakout run
+        "impala": base + ["--game", "Breakout", "--encoder", "impala"],
+        "--frames must be >= 1": ["train", "--game", "Breakout", "--frames", "0", "--out", str(out)],
+        "rlzoo": base + ["--game", "Breakout", "--protocol", "rlzoo"],
+        "unknown PPO config field": base + ["--game", "Breakout", "--set", "n_step=3"],
+    }
+    for needle, argv in cases.items():
+        assert main(argv) == 2, needle
+        assert needle in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--algo", "a3c", "--game", "Breakout", "--frames", "8", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        main(["train", "--encoder", "resnet", "--game", "Breakout", "--frames", "8", "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["train", "--game", "Breakout", "--frames", "8", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_runtime_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = resolve_runtime("cpu")
+    assert rt.precision == ("bf16" if bf16_native() else "fp32") and rt.channels_last
+    assert rt.rollout_threads == 1 and rt.update_threads == (os.cpu_count() or 1)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_runtime("cpu").precision == "fp32"
+    with pytest.raises(ValueError, match="no native bf16"):
+        resolve_runtime("cpu", "bf16")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        resolve_runtime("cpu", "fp16")
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        resolve_runtime("cpu", threads=0)
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_runtime("cpu", "int8")
+
+
+def test_presets_follow_rlzoo() -> None:
+    cfg = make_config("atari")
+    assert (cfg.n_envs, cfg.n_steps, cfg.n_epochs, cfg.batch_size) == (8, 128, 4, 256)
+    assert (cfg.lr, cfg.clip_coef, cfg.ent_coef, cfg.vf_coef, cfg.max_grad_norm) == (2.5e-4, 0.1, 0.01, 0.5, 0.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_config("atari", batch_size=5000)

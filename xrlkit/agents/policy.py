@@ -1,0 +1,93 @@
+"""Actor-critic agents: any registered encoder, a 512-unit layer, a policy head and a value head.
+
+The network of CleanRL's ``ppo_atari.py`` and SB3's ``CnnPolicy`` (Nature CNN -> Linear(3136,
+512) -> ReLU -> policy logits / value), with the encoder replaceable by any one in
+:data:`xrlkit.agents.encoders.ENCODERS` (IFE, IMPALA, ...). Orthogonal initialisation as in
+those codes: gain sqrt(2) for hidden layers, 0.01 for the policy head, 1 for the value head; an
+encoder with an initialisation of its own (IFE's HUE) keeps it.
+
+``logits(obs) -> float [B, A]`` are the policy logits; ``act`` draws from their softmax when
+``act_mode == "sample"`` (how RL-Zoo scores Atari PPO agents) and takes the argmax when
+``"greedy"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xrlkit.agents.base import ACT_MODES, TorchAgent, choose_actions
+from xrlkit.agents.encoders import IFE, make_encoder
+
+
+@dataclass
+class PolicyConfig:
+    """Everything needed to rebuild a :class:`PolicyAgent` (stored in checkpoints)."""
+
+    encoder: str = "nature"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    hidden: int = 512
+
+
+def _orthogonal(module: nn.Module, gain: float) -> None:
+    nn.init.orthogonal_(module.weight, gain)
+    nn.init.zeros_(module.bias)
+
+
+class PolicyAgent(TorchAgent):
+    """Encoder + ``Linear(out_features, hidden)`` + ReLU, then policy and value heads.
+
+    ``forward(x float [B, 4, 84, 84] in [0, 1]) -> logits [B, A]``; :meth:`policy_value` gives
+    ``(logits [B, A], value [B])`` in one pass.
+    """
+
+    kind = "policy"
+
+    def __init__(self, n_actions: int, config: PolicyConfig | None = None,
+                 action_meanings: tuple[str, ...] | None = None, seed: int = 0, act_mode: str = "greedy") -> None:
+        super().__init__(n_actions, action_meanings, seed)
+        torch.manual_seed(seed)
+        self.config = config or PolicyConfig()
+        self.encoder = make_encoder(self.config.encoder, **self.config.encoder_kwargs)
+        self.body = nn.Sequential(nn.Linear(self.encoder.out_features, self.config.hidden), nn.ReLU())
+        self.actor = nn.Linear(self.config.hidden, n_actions)
+        self.critic = nn.Linear(self.config.hidden, 1)
+        if not isinstance(self.encoder, IFE):
+            for m in self.encoder.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    _orthogonal(m, math.sqrt(2))
+        _orthogonal(self.body[0], math.sqrt(2))
+        _orthogonal(self.actor, 0.01)
+        _orthogonal(self.critic, 1.0)
+        self.act_mode = act_mode
+
+    @property
+    def act_mode(self) -> str:
+        """``"greedy"`` (argmax of the logits) or ``"sample"`` (a draw from their softmax)."""
+        return self._act_mode
+
+    @act_mode.setter
+    def act_mode(self, mode: str) -> None:
+        if mode not in ACT_MODES:
+            raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
+        self._act_mode = mode
+
+    def policy_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy logits ``[B, A]`` and state values ``[B]`` for input in [0, 1]."""
+        h = self.body(self.encoder(x))
+        return self.actor(h), self.critic(h).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.body(self.encoder(x)))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
+        return choose_actions(self.logits(obs), epsilon, self._rng, self.act_mode)
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(self.config)

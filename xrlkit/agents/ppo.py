@@ -1,0 +1,432 @@
+"""PPO for Atari as one flat, readable loop (after CleanRL's ``ppo_atari.py``), tuned to the CPU.
+
+The loop, phase by phase: storage set-up -> rollout ("action logic", "execute the game") ->
+bootstrap + GAE -> flatten the batch -> optimise (clipped policy loss, value loss, entropy) ->
+record (approx-KL, clip fraction, explained variance, agent steps/s) -> evaluate / checkpoint.
+
+Envs are ale-py's C++ ``AtariVectorEnv`` under a project protocol (:mod:`xrlkit.envs`): the
+loop itself applies the training signals, so the envs always report raw game scores:
+
+* a lost life ends the episode *for bootstrapping* when the protocol says so (``ifepaper``:
+  yes; ``machado``: no) while the game goes on, the DQN convention;
+* rewards are sign-clipped for learning when the protocol says so; logged returns are the
+  unclipped scores of whole games.
+
+Hyperparameters (:data:`PRESETS`): ``atari`` is RL-Zoo's Atari PPO (8 envs x 128 steps, 4
+epochs of minibatch 256, lr 2.5e-4 and clip 0.1 both annealed linearly to 0, gamma 0.99, GAE
+0.95, entropy 0.01, value 0.5, grad-norm 0.5) with CleanRL's Adam eps 1e-5. The annealing runs
+over the ``total_frames`` of the current call, so a run resumed with a larger budget stretches
+its schedule from where it is.
+
+Compute choices (precision, channels_last, threads per phase, allocator) come from a
+:class:`xrlkit.runtime.Runtime`.
+
+Files in ``out_dir``: ``metrics.csv`` (one row per iteration, evaluation columns filled where an
+evaluation ran; :func:`xrlkit.runlog.read_curve`), ``learning_curve.png``, ``resume.safetensors``
+(agent, Adam state, counters, RNG states; rewritten every ``checkpoint_every_frames`` and on
+Ctrl-C / SIGTERM) and ``agent.safetensors`` (the final agent, loadable by
+:func:`xrlkit.agents.load.load_any_agent`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shlex
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from xrlkit.agents.encoders import ENCODERS
+from xrlkit.agents.policy import PolicyAgent, PolicyConfig
+from xrlkit.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_agent
+from xrlkit.envs import action_meanings, get_protocol, make_vector_env
+from xrlkit.evaluation import evaluate
+from xrlkit.games import resolve_game
+from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run, read_curve
+from xrlkit.runtime import Runtime, resolve_runtime
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters of one PPO run."""
+
+    n_envs: int = 8
+    """parallel envs"""
+    n_steps: int = 128
+    """steps per env per rollout"""
+    n_epochs: int = 4
+    """passes over each rollout"""
+    batch_size: int = 256
+    """minibatch size"""
+    lr: float = 2.5e-4
+    """Adam learning rate (start value when annealed)"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over the run"""
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.1
+    """policy ratio clip (start value when annealed)"""
+    anneal_clip: bool = True
+    """anneal the clip coefficient linearly to 0, as RL-Zoo's ``lin_0.1``"""
+    clip_vloss: bool = False
+    """clip the value loss as CleanRL does (RL-Zoo / SB3 do not)"""
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    """normalise advantages per minibatch"""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_envs >= 1 and self.n_steps >= 1 and self.n_epochs >= 1, "n_envs, n_steps, n_epochs must be >= 1"),
+            (1 <= self.batch_size <= self.n_envs * self.n_steps, "batch_size must be in [1, n_envs * n_steps]"),
+            (self.lr > 0 and self.adam_eps > 0, "lr and adam_eps must be > 0"),
+            (0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]"),
+            (self.clip_coef > 0 and self.max_grad_norm > 0, "clip_coef and max_grad_norm must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"bad PPO config: {message}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {"atari": {}}
+
+METRIC_COLUMNS = ("frames", "steps", "iteration", "train_return_recent", "train_games", "lr", "clip",
+                  "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
+                  "steps_per_s", "eval_mean", "eval_hns", "eval_episodes", "elapsed_s")
+
+
+def make_config(preset: str = "atari", **overrides: Any) -> PPOConfig:
+    """The config of ``preset`` with ``overrides`` (``None`` values are ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown PPO preset {preset!r}; choose one of {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(PPOConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown PPO config field(s) {unknown}; valid: {sorted(fields)}")
+    return PPOConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def plot_curve(out_dir: str | Path) -> Path:
+    """Draw ``out_dir/learning_curve.png`` from ``metrics.csv``: training returns of whole games
+    (mean of the last 100) and evaluation scores against frames."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xrlkit import plotting
+
+    out = Path(out_dir)
+    curve = read_curve(out)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(curve["frames"], curve["train_return_recent"], color="tab:blue", alpha=0.6,
+            label="training games (mean of last 100, sampled actions)")
+    ev = [(f, m) for f, m in zip(curve["frames"], curve["eval_mean"]) if not math.isnan(m)]
+    if ev:
+        plotting.learning_curve([f for f, _ in ev], [m for _, m in ev], label="evaluation", ax=ax)
+    ax.set_xlabel("environment frames")
+    ax.set_ylabel("game score (unclipped)")
+    ax.set_title(f"PPO on {read_run_game(out)}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "learning_curve.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def read_run_game(out_dir: Path) -> str:
+    from xrlkit.checkpoint import read_meta
+
+    for name in ("agent.safetensors", "resume.safetensors"):
+        if (out_dir / name).is_file():
+            return str(read_meta(out_dir / name).get("game", "?"))
+    return "?"
+
+
+def train(
+    game: str,
+    *,
+    total_frames: int,
+    out_dir: str | Path,
+    encoder: str = "nature",
+    preset: str = "atari",
+    seed: int = 0,
+    protocol: str = "ifepaper",
+    runtime: Runtime | None = None,
+    eval_every_frames: int = 1_000_000,
+    eval_episodes: int = 10,
+    eval_max_steps: int = 27_000,
+    eval_act_mode: str = "sample",
+    checkpoint_every_frames: int = 200_000,
+    resume: bool = True,
+    progress: bool = True,
+    **overrides: Any,
+) -> Path:
+    """Train a PPO agent on ``game``; returns ``out_dir/agent.safetensors``.
+
+    ``total_frames`` counts emulator frames (4 per agent step). ``overrides`` replace
+    :class:`PPOConfig` fields of ``preset``. Evaluations play ``eval_episodes`` full games on
+    seeds ``seed + 10_000 ...`` (never the training seeds) with actions drawn as
+    ``eval_act_mode`` says, every ``eval_every_frames`` (0: only at the end). With ``resume``, a
+    ``resume.safetensors`` in ``out_dir`` is continued (agent, optimizer, counters and RNG; the
+    envs start new games); one of another game / encoder / protocol / seed / config raises
+    ``ValueError`` before anything is written. ``resume=False`` starts afresh and replaces the
+    folder's run files. Ctrl-C or SIGTERM saves a checkpoint and raises
+    :class:`~xrlkit.runlog.TrainingInterrupted`.
+    """
+    # ---- check everything before any work ----
+    game = resolve_game(game)
+    proto = get_protocol(protocol)
+    if proto.name == "rlzoo":
+        raise ValueError("the xrlkit PPO trainer runs on ale-py's vector env, which cannot reproduce the rlzoo "
+                         "protocol (FIRE on reset); use --protocol ifepaper or machado, or --algo sb3-ppo")
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
+    if total_frames < 1:
+        raise ValueError(f"total_frames must be >= 1, got {total_frames}")
+    if eval_act_mode not in ("greedy", "sample"):
+        raise ValueError(f"unknown eval_act_mode {eval_act_mode!r}; choose 'greedy' or 'sample'")
+    cfg = make_config(preset, **overrides)
+    rt = runtime or resolve_runtime()
+    out = check_out_dir(out_dir)
+    resume_path, agent_path = out / "resume.safetensors", out / "agent.safetensors"
+    log = CsvLog(out / "metrics.csv", METRIC_COLUMNS)
+    run = {"algo": "ppo", "game": game, "encoder": encoder, "protocol": proto.name, "seed": seed,
+           "preset": preset, "ppo_config": asdict(cfg)}
+    resuming = resume and resume_path.is_file()
+    if resuming:
+        check_same_run(resume_path, run, hint="--no-resume")
+    elif resume and agent_path.is_file():
+        check_same_run(agent_path, {k: run[k] for k in ("algo", "game", "encoder", "protocol")}, hint="--no-resume")
+
+    # ---- storage set-up ----
+    skip = proto.frame_skip
+    total_steps = total_frames // skip
+    batch = cfg.n_envs * cfg.n_steps
+    n_iterations = max(1, math.ceil(total_steps / batch))
+    meanings = action_meanings(game)
+    torch.manual_seed(seed)
+    agent = PolicyAgent(len(meanings), PolicyConfig(encoder=encoder), meanings, seed)
+    rt.prepare(agent).train()
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    scaler = rt.grad_scaler()
+    counters: dict[str, Any] = {"iteration": 0, "steps": 0, "elapsed_s": 0.0, "next_eval": eval_every_frames,
+                                "next_ckpt": checkpoint_every_frames, "resumed_from": []}
+    recent: deque[float] = deque(maxlen=100)
+    if resuming:
+        tensors, meta = load_tensors(resume_path)
+        agent.load_state_dict({k[len("agent."):]: v for k, v in tensors.items() if k.startswith("agent.")})
+        rt.prepare(agent)
+        restore_optimizer(optimizer, {k: v.to(rt.device) for k, v in tensors.items()})
+        counters = meta["counters"]
+        counters["resumed_from"] = counters["resumed_from"] + [counters["steps"]]
+        recent.extend(meta["recent_returns"])
+        torch.set_rng_state(tensors["rng.torch"])
+        log.trim(counters["steps"] * skip)
+        if counters["steps"] >= total_steps and agent_path.is_file():
+            return agent_path
+    else:
+        for stale in (log.path, resume_path, agent_path, out / "learning_curve.png"):
+            stale.unlink(missing_ok=True)
+
+    obs_buf = torch.zeros((cfg.n_steps, cfg.n_envs, 4, 84, 84), dtype=torch.uint8)
+    actions_buf = torch.zeros((cfg.n_steps, cfg.n_envs), dtype=torch.long)
+    logprobs_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
+    rewards_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
+    dones_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
+    values_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
+
+    env_proto = dataclasses.replace(proto, episodic_life=False, clip_rewards=False)  # the loop applies both
+    env_seed = seed + counters["steps"]
+    envs = make_vector_env(game, cfg.n_envs, env_proto, train=True, seed=env_seed, backend="ale",
+                           threads=rt.env_threads)
+    next_obs_np, info = envs.reset(seed=env_seed)
+    next_obs = torch.from_numpy(next_obs_np)
+    next_done = torch.zeros(cfg.n_envs)
+    lives = np.asarray(info["lives"]).copy()
+    game_return = np.zeros(cfg.n_envs)
+
+    def save_checkpoint() -> None:
+        tensors = {f"agent.{k}": v for k, v in agent.state_dict().items()}
+        tensors.update(optimizer_tensors(optimizer))
+        tensors["rng.torch"] = torch.get_rng_state()
+        atomic_save(resume_path, tensors, {**run, "kind": "ppo-resume", "counters": counters,
+                                           "recent_returns": list(recent)})
+
+    def run_eval() -> dict[str, float]:
+        agent.eval()
+        agent.act_mode = eval_act_mode
+        with rt.phase("rollout"), rt.autocast():
+            res = evaluate(agent, game, eval_episodes, protocol=proto, seed=seed + 10_000,
+                           n_envs=min(eval_episodes, 8), max_steps=eval_max_steps)
+        agent.train()
+        return {"eval_mean": res.mean, "eval_hns": res.hns, "eval_episodes": len(res.returns)}
+
+    print(rt.describe(), file=sys.stderr)
+    bar = tqdm(total=n_iterations * batch, initial=min(counters["steps"], n_iterations * batch), unit="step",
+               desc=f"ppo {encoder} {game}", disable=not progress, dynamic_ncols=True)
+    t_start = time.perf_counter()
+    try:
+        with StopFlag() as stop:
+            while counters["iteration"] < n_iterations and not stop:
+                t_iter = time.perf_counter()
+                frac = 1.0 - counters["iteration"] / n_iterations
+                lr = cfg.lr * frac if cfg.anneal_lr else cfg.lr
+                clip = cfg.clip_coef * frac if cfg.anneal_clip else cfg.clip_coef
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+
+                # ---- rollout ----
+                with rt.phase("rollout"), torch.no_grad():
+                    for step in range(cfg.n_steps):
+                        obs_buf[step] = next_obs
+                        dones_buf[step] = next_done
+                        # action logic
+                        with rt.autocast():
+                            logits, value = agent.policy_value(rt.input(next_obs))
+                        dist = torch.distributions.Categorical(logits=logits.float())
+                        action = dist.sample()
+                        actions_buf[step] = action.cpu()
+                        logprobs_buf[step] = dist.log_prob(action).cpu()
+                        values_buf[step] = value.float().cpu()
+                        # execute the game
+                        obs_np, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+                        ended = terminated | truncated
+                        new_lives = np.asarray(info["lives"])
+                        life_lost = (new_lives < lives) & ~ended if proto.episodic_life else np.zeros_like(ended)
+                        lives = new_lives.copy()
+                        game_return += reward
+                        for i in np.flatnonzero(ended):
+                            recent.append(float(game_return[i]))
+                            game_return[i] = 0.0
+                        rewards_buf[step] = torch.from_numpy(np.sign(reward) if proto.clip_rewards else reward).float()
+                        next_obs = torch.from_numpy(obs_np)
+                        next_done = torch.from_numpy((ended | life_lost).astype(np.float32))
+                    counters["steps"] += batch
+                    bar.update(batch)
+
+                    # ---- bootstrap + GAE ----
+                    with rt.autocast():
+                        next_value = agent.policy_value(rt.input(next_obs))[1].float().cpu()
+                    advantages = torch.zeros_like(rewards_buf)
+                    last_gae = torch.zeros(cfg.n_envs)
+                    for t in reversed(range(cfg.n_steps)):
+                        if t == cfg.n_steps - 1:
+                            not_done, next_values = 1.0 - next_done, next_value
+                        else:
+                            not_done, next_values = 1.0 - dones_buf[t + 1], values_buf[t + 1]
+                        delta = rewards_buf[t] + cfg.gamma * next_values * not_done - values_buf[t]
+                        last_gae = delta + cfg.gamma * cfg.gae_lambda * not_done * last_gae
+                        advantages[t] = last_gae
+                    returns = advantages + values_buf
+
+                # ---- flatten the batch ----
+                b_obs = obs_buf.reshape(batch, 4, 84, 84)
+                b_actions, b_logprobs = actions_buf.reshape(-1), logprobs_buf.reshape(-1)
+                b_adv, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values_buf.reshape(-1)
+
+                # ---- optimise ----
+                clipfracs, approx_kl = [], torch.zeros(())
+                with rt.phase("update"):
+                    for _ in range(cfg.n_epochs):
+                        order = torch.randperm(batch)
+                        for start in range(0, batch, cfg.batch_size):
+                            mb = order[start:start + cfg.batch_size]
+                            with rt.autocast():
+                                logits, value = agent.policy_value(rt.input(b_obs[mb]))
+                            logits, value = logits.float(), value.float()
+                            dist = torch.distributions.Categorical(logits=logits)
+                            new_logprob = dist.log_prob(b_actions[mb].to(rt.device))
+                            entropy = dist.entropy().mean()
+                            log_ratio = new_logprob - b_logprobs[mb].to(rt.device)
+                            ratio = log_ratio.exp()
+                            with torch.no_grad():
+                                approx_kl = ((ratio - 1) - log_ratio).mean()
+                                clipfracs.append(((ratio - 1.0).abs() > clip).float().mean().item())
+                            adv = b_adv[mb].to(rt.device)
+                            if cfg.norm_adv:
+                                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                            # policy loss
+                            pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+                            # value loss
+                            target = b_returns[mb].to(rt.device)
+                            if cfg.clip_vloss:
+                                old_v = b_values[mb].to(rt.device)
+                                v_clipped = old_v + (value - old_v).clamp(-clip, clip)
+                                v_loss = 0.5 * torch.max((value - target) ** 2, (v_clipped - target) ** 2).mean()
+                            else:
+                                v_loss = 0.5 * F.mse_loss(value, target)
+                            loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+
+                            optimizer.zero_grad(set_to_none=True)
+                            scaler.scale(loss).backward()
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+                            scaler.step(optimizer)
+                            scaler.update()
+
+                # ---- record ----
+                counters["iteration"] += 1
+                now = time.perf_counter()
+                counters["elapsed_s"] += now - t_start
+                t_start = now
+                var_y = b_returns.var()
+                row: dict[str, Any] = {
+                    "frames": counters["steps"] * skip, "steps": counters["steps"], "iteration": counters["iteration"],
+                    "train_return_recent": float(np.mean(recent)) if recent else "", "train_games": len(recent),
+                    "lr": lr, "clip": clip, "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
+                    "entropy": entropy.item(), "approx_kl": approx_kl.item(), "clipfrac": float(np.mean(clipfracs)),
+                    "explained_variance": float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y),
+                    "steps_per_s": round(batch / (now - t_iter), 1), "elapsed_s": round(counters["elapsed_s"], 1),
+                }
+                frames = counters["steps"] * skip
+                last = counters["iteration"] == n_iterations
+                if eval_episodes > 0 and (last or (eval_every_frames > 0 and frames >= counters["next_eval"])):
+                    row.update(run_eval())
+                    while eval_every_frames > 0 and counters["next_eval"] <= frames:
+                        counters["next_eval"] += eval_every_frames
+                    t_start = time.perf_counter()
+                log.append(row)
+                bar.set_postfix(sps=row["steps_per_s"], ret=f"{np.mean(recent):.1f}" if recent else "-")
+                if last or (checkpoint_every_frames > 0 and frames >= counters["next_ckpt"]):
+                    save_checkpoint()
+                    plot_curve(out)
+                    while checkpoint_every_frames > 0 and counters["next_ckpt"] <= frames:
+                        counters["next_ckpt"] += checkpoint_every_frames
+            if stop:
+                save_checkpoint()
+                raise TrainingInterrupted(
+                    f"stopped at {counters['steps'] * skip:,} frames; kept {resume_path} and {log.path}; "
+                    "run the same command again to resume")
+    finally:
+        bar.close()
+        envs.close()
+
+    # ---- the trained agent, with its provenance ----
+    agent.eval()
+    agent.act_mode = eval_act_mode
+    agent.to(memory_format=torch.contiguous_format)
+    final_eval = next((r for r in reversed(list(log.rows())) if r.get("eval_mean")), {})
+    return save_agent(
+        agent, agent_path, game=game, algo="ppo", encoder=encoder, protocol=proto.name, preset=preset,
+        frames=counters["steps"] * skip, steps=counters["steps"], seed=seed, ppo_config=asdict(cfg),
+        runtime=rt.record(), train_seconds=round(counters["elapsed_s"], 1), resumed_from=counters["resumed_from"],
+        eval_mean=float(final_eval["eval_mean"]) if final_eval else None,
+        eval_seed=seed + 10_000, eval_episodes=eval_episodes, command=shlex.join(sys.argv),
+    )
+
+
+__all__ = ["PPOConfig", "PRESETS", "make_config", "plot_curve", "train"]

@@ -1,0 +1,216 @@
+"""Where and how tensors are computed: device, precision, memory format, threads, allocator.
+
+One home for these choices. A trainer calls :func:`resolve_runtime` once at its start, prints
+:meth:`Runtime.describe`, and passes the :class:`Runtime` inward; nothing else picks a device or
+sets a thread count.
+
+Why each default (measured on this project's 2-core CPUs; ``benchmarks/bench_train.py`` repeats
+the measurements on the machine you have):
+
+* **precision** ``auto``: bfloat16 autocast on a CPU with native bf16 (AVX-512-BF16 or AMX,
+  reported by ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``), where it sped a Nature-CNN
+  update 1.7-2.1x; fp32 on a CPU without it, where bf16 autocast was ~10x *slower*; fp16
+  autocast with a grad scaler on CUDA. Forcing ``bf16`` on a CPU without native support is
+  refused.
+* **channels_last** ``auto``: on for CPU convolutions (oneDNN's preferred layout: +25-55% on a
+  Nature update), off on CUDA, where AMP already picks its kernels.
+* **threads**: the gradient update uses every core; the rollout's small-batch forward uses one
+  torch thread, and the C++ vector env steps on every core. The two phases alternate, so they
+  never compete for a core (torch 2 + env 2 threads running at once fell to ~40 steps/s).
+* **allocator**: tcmalloc (Debian's ``libtcmalloc-minimal4``) takes the place of glibc malloc by
+  re-executing the command with ``LD_PRELOAD`` (see :func:`reexec_with_allocator`); glibc's
+  allocator spent ~20% of an update in page faults on one of this project's VMs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes.util
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ALLOCATORS = ("auto", "tcmalloc", "system")
+#: set in the environment of a re-executed process, so it never re-executes twice
+_REEXEC_FLAG = "XRLKIT_ALLOCATOR_SET"
+_TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
+_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU: model name, core count, SIMD features that matter to torch, native bf16."""
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": model, "cores": os.cpu_count() or 1,
+        "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
+        "amx": "amx_bf16" in flags, "bf16_native": bf16_native(),
+    }
+
+
+def bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 natively (so bf16 autocast speeds it up)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given (must exist)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} ({err})") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    return dev
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved compute choices. ``precision``: ``fp32``, ``bf16`` or ``fp16`` (the autocast
+    dtype of forward passes; parameters and optimizer state stay fp32)."""
+
+    device: torch.device
+    precision: str
+    channels_last: bool
+    update_threads: int
+    rollout_threads: int
+    env_threads: int
+    allocator: str
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for forward passes (a no-op in fp32)."""
+        dtype = self.amp_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A grad scaler, enabled only for fp16 (bf16 has fp32's exponent range)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move ``module`` to the device in the chosen memory format."""
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def input(self, obs: Any) -> torch.Tensor:
+        """``uint8 [B, C, H, W]`` (numpy or tensor) -> float in [0, 1] on the device, in the
+        chosen memory format."""
+        x = torch.as_tensor(obs).to(self.device, non_blocking=True).float().div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Use the torch thread count of ``name`` (``"rollout"`` or ``"update"``) inside the block."""
+        n = {"rollout": self.rollout_threads, "update": self.update_threads}[name]
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-serialisable description, for provenance."""
+        out = asdict(self)
+        out["device"] = str(self.device)
+        return {**out, "cpu": cpu_info()["cpu"]}
+
+    def describe(self) -> str:
+        """One line for the start of a run."""
+        info = cpu_info()
+        return (f"runtime: {self.device} ({info['cpu']}, {info['cores']} cores, native bf16: "
+                f"{info['bf16_native']}), precision {self.precision}, channels_last {self.channels_last}, "
+                f"torch threads update {self.update_threads} / rollout {self.rollout_threads}, "
+                f"env threads {self.env_threads}, allocator {self.allocator}")
+
+
+def resolve_runtime(
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    threads: int | None = None,
+    env_threads: int | None = None,
+) -> Runtime:
+    """The :class:`Runtime` for this machine; every argument left at its default is chosen as the
+    module docstring says. ``threads`` sets the update's torch threads (default: all cores)."""
+    dev = resolve_device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "auto":
+        precision = "fp16" if dev.type == "cuda" else ("bf16" if bf16_native() else "fp32")
+    elif precision == "bf16" and dev.type == "cpu" and not bf16_native():
+        raise ValueError("precision bf16 asked for, but this CPU has no native bf16 (no AVX-512-BF16 or AMX): "
+                         "bf16 autocast would run ~10x slower than fp32; use --precision fp32")
+    elif precision == "fp16" and dev.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; on a CPU use bf16 (where native) or fp32")
+    cores = os.cpu_count() or 1
+    for name, value in (("threads", threads), ("env_threads", env_threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    return Runtime(
+        device=dev, precision=precision,
+        channels_last=(dev.type == "cpu") if channels_last is None else channels_last,
+        update_threads=threads or cores, rollout_threads=1 if dev.type == "cpu" else (threads or cores),
+        env_threads=env_threads or cores, allocator=current_allocator(),
+    )
+
+
+def tcmalloc_path() -> str | None:
+    """Path of a tcmalloc shared library on this machine, or ``None``."""
+    for d in _LIB_DIRS:
+        for name in _TCMALLOC_NAMES:
+            if Path(d, name).is_file():
+                return str(Path(d, name))
+    found = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
+    return found if found and Path(found).is_absolute() else None
+
+
+def current_allocator() -> str:
+    """``tcmalloc`` if it is preloaded into this process, else ``system``."""
+    return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
+
+
+def reexec_with_allocator(allocator: str = "auto") -> None:
+    """Re-execute this process with tcmalloc preloaded, when asked for (``auto``: when it is
+    installed and this is Linux). Returns normally when nothing needs to change; otherwise does
+    not return. ``tcmalloc`` without the library installed raises ``ValueError``."""
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"unknown allocator {allocator!r}; choose one of {ALLOCATORS}")
+    if allocator == "system" or current_allocator() == "tcmalloc" or os.environ.get(_REEXEC_FLAG):
+        return
+    lib = tcmalloc_path() if sys.platform.startswith("linux") else None
+    if lib is None:
+        if allocator == "tcmalloc":
+            raise ValueError("allocator tcmalloc asked for, but no libtcmalloc is installed "
+                             "(Debian: apt-get install libtcmalloc-minimal4)")
+        return
+    env = {**os.environ, _REEXEC_FLAG: "1",
+           "LD_PRELOAD": ":".join(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "xrlkit.cli", *sys.argv[1:]], env)
