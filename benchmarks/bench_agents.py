@@ -19,6 +19,7 @@ import torch
 from xrlkit.agents.rainbow import PRESETS, RainbowLearner, make_config
 from xrlkit.agents.replay import Batch
 from xrlkit.envs import OBS_SHAPE, make_vector_env
+from xrlkit.runtime import Runtime, resolve_runtime
 from timing import call_times
 
 ENCODERS = ("nature", "impala", "ife")
@@ -38,11 +39,11 @@ def synthetic_batch(batch_size: int, n_actions: int, rng: np.random.Generator) -
     )
 
 
-def bench_updates(preset: str, encoder: str, device: torch.device, batch_size: int, reps: int) -> float:
+def bench_updates(preset: str, encoder: str, runtime: Runtime, batch_size: int, reps: int) -> float:
     """Gradient updates per second (after one warm-up update)."""
-    learner = RainbowLearner(18, make_config(preset, batch_size=batch_size), encoder, device)
+    learner = RainbowLearner(18, make_config(preset, batch_size=batch_size), encoder, runtime)
     batch = synthetic_batch(batch_size, 18, np.random.default_rng(0))
-    return reps / sum(call_times(lambda: learner.update(batch), reps, device))
+    return reps / sum(call_times(lambda: learner.update(batch), reps, runtime.device))
 
 
 def bench_env(game: str, n_envs: int, steps: int, backend: str, train: bool, learner: RainbowLearner | None) -> float:
@@ -77,13 +78,14 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.devices == "auto" else args.devices.split(",")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in devices:
-        device = torch.device(name)
+        runtime = resolve_runtime(name, threads=args.threads)
+        device = runtime.device
         rows = []
         raw = {b: bench_env(args.game, args.n_envs, args.env_steps, b, False, None) for b in ("ale", "gym")}
         print(f"[{name}] random-action env steps/s: {raw}")
         for encoder in ENCODERS:
-            ups = bench_updates(args.preset, encoder, device, batch_size, args.reps)
-            learner = RainbowLearner(4, make_config(args.preset), encoder, device)
+            ups = bench_updates(args.preset, encoder, runtime, batch_size, args.reps)
+            learner = RainbowLearner(4, make_config(args.preset), encoder, runtime)
             acting = bench_env(args.game, args.n_envs, args.env_steps, "auto", True, learner)
             rows.append({"encoder": encoder, "updates_per_s": round(ups, 3),
                          "samples_per_s": round(ups * batch_size, 1), "act_env_steps_per_s": round(acting, 1)})
@@ -92,7 +94,7 @@ def main() -> None:
         result = {
             "device": name, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "note": args.note, "preset": args.preset, "batch_size": batch_size, "reps": args.reps,
-            "torch_threads": args.threads, "game": args.game, "n_envs": args.n_envs,
+            "torch_threads": args.threads, "precision": runtime.precision, "channels_last": runtime.channels_last, "game": args.game, "n_envs": args.n_envs,
             "env_steps_per_s_random": {b: round(v, 1) for b, v in raw.items()}, "encoders": rows,
             "torch": torch.__version__, "python": platform.python_version(),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -87,10 +87,16 @@ def rewarding_batch(buf: PrioritizedReplay, size: int) -> Batch:
 
 @pytest.mark.parametrize("preset", ["fastrainbow", "der"])
 def test_updates_reduce_td_loss_on_fixed_batch(preset: str, breakout_replay: PrioritizedReplay) -> None:
-    """100 Adam steps on one batch of real Breakout transitions (target net fixed) fit it."""
+    """Adam steps on one batch of real Breakout transitions (target net fixed) fit it."""
     cfg = make_config(preset, batch_size=32, lr=5e-4)
     learner = RainbowLearner(4, cfg, "nature", CPU_FP32, seed=0)
     fixed = rewarding_batch(breakout_replay, 32)
+    if preset == "der":
+        # C51's target is the projection of the (near-uniform, untrained) target net's
+        # distribution, so its cross-entropy starts at its floor and the expected Q barely moves.
+        # Terminal targets (discount 0) make the target distribution the return itself, fixed,
+        # whose cross-entropy must fall from ~ln(51) towards its entropy (<= ln 2).
+        fixed = dataclasses.replace(fixed, discounts=np.zeros_like(fixed.discounts))
 
     def fixed_loss() -> float:
         """Mean squared TD error of the expected Q-values (the C51 cross-entropy has an entropy
@@ -107,14 +113,17 @@ def test_updates_reduce_td_loss_on_fixed_batch(preset: str, breakout_replay: Pri
             return float(((q - y) ** 2).mean())
 
     before = fixed_loss()
+    losses = []
     for _ in range(100):
         loss, priorities = learner.update(fixed)
         assert np.isfinite(loss) and priorities.shape == (32,) and (priorities >= 0).all()
+        losses.append(loss)
     breakout_replay.update_priorities(fixed.indices, priorities)
-    after = fixed_loss()
-    # C51 fits the target network's distribution, which at initialisation is nearly uniform, so
-    # the expected-Q error it leaves is larger than plain regression's (measured: 0.4-0.6x).
-    assert after < {"fastrainbow": 0.5, "der": 0.75}[preset] * before, (before, after)
+    if preset == "der":
+        assert np.mean(losses[-5:]) < 0.5 * losses[0], (losses[0], losses[-5:])
+    else:
+        after = fixed_loss()
+        assert after < 0.5 * before, (before, after)
 
 
 def test_learner_state_roundtrip(breakout_replay: PrioritizedReplay) -> None:

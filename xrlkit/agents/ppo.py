@@ -103,7 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {"atari": {}}
 
 METRIC_COLUMNS = ("frames", "steps", "iteration", "train_return_recent", "train_games", "lr", "clip",
                   "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
-                  "steps_per_s", "eval_mean", "eval_hns", "eval_episodes", "elapsed_s")
+                  "steps_per_s", "rollout_s", "update_s", "eval_mean", "eval_hns", "eval_episodes", "elapsed_s")
 
 
 def make_config(preset: str = "atari", **overrides: Any) -> PPOConfig:
@@ -333,6 +333,8 @@ def train(
                         advantages[t] = last_gae
                     returns = advantages + values_buf
 
+                t_update = time.perf_counter()
+
                 # ---- flatten the batch ----
                 b_obs = obs_buf.reshape(batch, 4, 84, 84)
                 b_actions, b_logprobs = actions_buf.reshape(-1), logprobs_buf.reshape(-1)
@@ -390,7 +392,8 @@ def train(
                     "lr": lr, "clip": clip, "policy_loss": pg_loss.item(), "value_loss": v_loss.item(),
                     "entropy": entropy.item(), "approx_kl": approx_kl.item(), "clipfrac": float(np.mean(clipfracs)),
                     "explained_variance": float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y),
-                    "steps_per_s": round(batch / (now - t_iter), 1), "elapsed_s": round(counters["elapsed_s"], 1),
+                    "steps_per_s": round(batch / (now - t_iter), 1), "rollout_s": round(t_update - t_iter, 3),
+                    "update_s": round(now - t_update, 3), "elapsed_s": round(counters["elapsed_s"], 1),
                 }
                 frames = counters["steps"] * skip
                 last = counters["iteration"] == n_iterations
