@@ -6,6 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# tcmalloc: xrlkit's trainer preloads it when present (a faster allocator for training on a CPU;
+# see xrlkit/runtime.py). Installed from Debian's packages where this runs as root; elsewhere
+# training falls back to the system allocator and says so at start.
+if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
+          || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1; }; } \
+          || echo "note: could not install libtcmalloc-minimal4; training will use the system allocator"
+    else
+        echo "note: libtcmalloc-minimal4 not found (Debian/Ubuntu: sudo apt-get install libtcmalloc-minimal4); training will use the system allocator"
+    fi
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # Some machines list a folder of local "+cpu" torch wheels via PIP_FIND_LINKS; ignore it.
 export PIP_FIND_LINKS=

@@ -16,7 +16,8 @@ def bench_on_path(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
 
 
-@pytest.mark.parametrize("name", ["bench_agents", "bench_explainers", "bench_visionmask"])
+@pytest.mark.parametrize("name", ["bench_agents", "bench_explainers", "bench_visionmask", "bench_train",
+                                  "bench_vector_envs"])
 def test_benchmark_scripts_import(name):
     assert callable(importlib.import_module(name).main)
 
@@ -34,3 +35,19 @@ def test_env_benchmark_runs_on_the_training_backend():
 
     assert bench_env("Breakout", 2, 5, "auto", True, None) > 0
     assert bench_env("Breakout", 2, 5, "ale", False, None) > 0
+
+
+def test_update_flops_count_the_policy_network():
+    """Nature CNN + 512 head: 9.35M multiply-adds a sample forward (2 FLOPs each); backward twice
+    that, less the first convolution's input gradient (3.28M), which the frames do not need."""
+    from bench_train import update_flops
+
+    nature = update_flops("nature", batch=2) / 2
+    assert nature == pytest.approx(2 * (3 * 9.35e6 - 3.28e6), rel=0.01)
+    assert update_flops("ife", batch=2) > nature * 2
+
+
+def test_vector_env_benchmark_steps_ale():
+    from bench_vector_envs import steps_per_s
+
+    assert steps_per_s("ale", 2, 1, 5) > 0
