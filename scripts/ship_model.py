@@ -5,11 +5,15 @@
   float32 policy; logits change by less than 0.05 on random states, checked here) and xrlkit
   metadata is written into it, with the ``act_mode`` it is scored and played with (``sample``:
   actions drawn from the policy, RL-Zoo's way of scoring Atari PPO).
+* ``xrlkit``: an agent trained by xrlkit (``agent.safetensors`` of ``xrlkit train``); weights are
+  stored in float16 (logits change by less than 0.05 on random states, checked here) with the
+  trainer's metadata, and it is scored on seeds the trainer never used (``--eval-seed``).
 * ``visionmask``: a VisionMask checkpoint; weights are stored in float16 (halves the size; masks
   change by less than 1e-2, checked here) with the same metadata.
 
 Usage:
     python scripts/ship_model.py sb3 SRC.zip --game Breakout --role expert --command "..." [--protocol rlzoo] [--act-mode sample]
+    python scripts/ship_model.py xrlkit SRC.safetensors --game Pong --command "..." [--act-mode sample]
     python scripts/ship_model.py visionmask SRC.safetensors --game Breakout --command "..."
 """
 
@@ -69,6 +73,32 @@ def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episo
             "eval_hns": result.hns, "eval_protocol": f"{episodes} episodes, seed 0, {act_mode}, {protocol} protocol"}
 
 
+def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, act_mode: str, eval_seed: int) -> dict:
+    from xrlkit.agents.load import agent_protocol
+    from xrlkit.checkpoint import load_agent, save_agent
+
+    agent = load_agent(src, game=game, act_mode=act_mode)
+    meta = {k: v for k, v in agent.meta.items()
+            if k not in ("kind", "config", "game", "n_actions", "action_meanings", "act_mode", "versions")}
+    states = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    before = agent.logits(states).detach()
+    algo, encoder = meta.get("algo", "rainbow"), meta.get("encoder", "nature")
+    dst = MODELS_DIR / f"{game}-{algo}-{encoder}-{role}.safetensors"
+    save_agent(agent.half(), dst, game=game, **{**meta, "stored_dtype": "float16", "command": command,
+                                              "versions": agent.meta.get("versions")})
+    packed = load_agent(dst, game=game)
+    diff = float((packed.logits(states).detach() - before).abs().max())
+    if diff > 0.05:
+        raise SystemExit(f"float16 weights change the logits by {diff:.4f}; not shipping")
+    protocol = agent_protocol(packed)
+    result = evaluate(packed, game, episodes, protocol=protocol, seed=eval_seed, progress=True)
+    return {"game": game, "role": role, "file": dst.name, "kind": f"xrlkit-{algo}", "algo": algo, "encoder": encoder,
+            "origin": "rl", "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
+            "act_mode": act_mode, "command": command, "max_logit_change_fp16": diff,
+            "eval_returns": result.returns, "eval_mean": result.mean, "eval_hns": result.hns,
+            "eval_protocol": f"{episodes} episodes, seeds from {eval_seed}, {act_mode}, {protocol} protocol"}
+
+
 def ship_visionmask(src: Path, game: str, command: str) -> dict:
     from xrlkit.visionmask import load_visionmask
 
@@ -88,19 +118,23 @@ def ship_visionmask(src: Path, game: str, command: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("kind", choices=["sb3", "visionmask"])
+    p.add_argument("kind", choices=["sb3", "xrlkit", "visionmask"])
     p.add_argument("src", type=Path)
     p.add_argument("--game", required=True)
     p.add_argument("--role", default="expert")
     p.add_argument("--command", required=True, help="the command that trained the model")
     p.add_argument("--protocol", default="rlzoo")
     p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--eval-seed", type=int, default=1_000_000,
+                   help="xrlkit: first seed of the scoring episodes (the trainer uses seed + 10_000 for its own)")
     p.add_argument("--act-mode", choices=("greedy", "sample"), default="greedy",
                    help="how the shipped agent plays: argmax, or draws from its policy")
     args = p.parse_args(argv)
     game = resolve_game(args.game)
     if args.kind == "sb3":
         entry = ship_sb3(args.src, game, args.role, args.command, args.protocol, args.episodes, args.act_mode)
+    elif args.kind == "xrlkit":
+        entry = ship_xrlkit(args.src, game, args.role, args.command, args.episodes, args.act_mode, args.eval_seed)
     else:
         entry = ship_visionmask(args.src, game, args.command)
     entry["size_mb"] = round((MODELS_DIR / entry["file"]).stat().st_size / 2**20, 2)
