@@ -178,3 +178,23 @@ def test_presets_follow_rlzoo() -> None:
     assert (cfg.lr, cfg.clip_coef, cfg.ent_coef, cfg.vf_coef, cfg.max_grad_norm) == (2.5e-4, 0.1, 0.01, 0.5, 0.5)
     with pytest.raises(ValueError, match="batch_size"):
         make_config("atari", batch_size=5000)
+
+
+def test_vector_env_returns_results_in_env_order() -> None:
+    """The overlapped rollout writes each group's results by position: recv must be in env order."""
+    from xrlkit.envs import make_vector_env
+
+    env = make_vector_env("Breakout", 3, "ifepaper", seed=0, backend="ale", threads=2)
+    for _ in range(20):
+        env.send(np.array([0, 1, 2]))
+        *_, info = env.recv()
+        assert list(info["env_id"]) == [0, 1, 2]
+    env.close()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_overlap_on_and_off_both_train(overlap: bool, tmp_path: Path) -> None:
+    rt = resolve_runtime("cpu", "fp32", threads=1, env_threads=1, overlap=overlap)
+    train("Breakout", total_frames=512, out_dir=tmp_path, runtime=rt, **{**TINY, "n_envs": 3, "batch_size": 48})
+    assert read_meta(tmp_path / "agent.safetensors")["runtime"]["overlap"] is overlap
+    assert [int(r["steps"]) for r in rows(tmp_path)] == [96, 192]

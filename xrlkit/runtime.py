@@ -17,6 +17,8 @@ the measurements on the machine you have):
 * **threads**: the gradient update uses every core; the rollout's small-batch forward uses one
   torch thread, and the C++ vector env steps on every core. The two phases alternate, so they
   never compete for a core (torch 2 + env 2 threads running at once fell to ~40 steps/s).
+* **overlap**: the rollout steps the envs in two groups, so one group's C++ threads step while the
+  policy picks the other group's actions (ale-py's ``send`` / ``recv``); on with 2+ CPU cores.
 * **allocator**: tcmalloc (Debian's ``libtcmalloc-minimal4``) takes the place of glibc malloc by
   re-executing the command with ``LD_PRELOAD`` (see :func:`reexec_with_allocator`); glibc's
   allocator spent ~20% of an update in page faults on one of this project's VMs.
@@ -96,6 +98,7 @@ class Runtime:
     rollout_threads: int
     env_threads: int
     allocator: str
+    overlap: bool
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -146,7 +149,7 @@ class Runtime:
         return (f"runtime: {self.device} ({info['cpu']}, {info['cores']} cores, native bf16: "
                 f"{info['bf16_native']}), precision {self.precision}, channels_last {self.channels_last}, "
                 f"torch threads update {self.update_threads} / rollout {self.rollout_threads}, "
-                f"env threads {self.env_threads}, allocator {self.allocator}")
+                f"env threads {self.env_threads}, overlap env/inference {self.overlap}, allocator {self.allocator}")
 
 
 def resolve_runtime(
@@ -155,9 +158,12 @@ def resolve_runtime(
     channels_last: bool | None = None,
     threads: int | None = None,
     env_threads: int | None = None,
+    overlap: bool | None = None,
 ) -> Runtime:
-    """The :class:`Runtime` for this machine; every argument left at its default is chosen as the
-    module docstring says. ``threads`` sets the update's torch threads (default: all cores)."""
+    """The :class:`Runtime` for this machine; every argument left at its default (``None`` /
+    ``"auto"``) is chosen as the module docstring says. ``threads`` sets the update's torch
+    threads (default: all cores), ``env_threads`` the vector env's (split between the groups
+    when ``overlap``)."""
     dev = resolve_device(device)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -177,6 +183,7 @@ def resolve_runtime(
         channels_last=(dev.type == "cpu") if channels_last is None else channels_last,
         update_threads=threads or cores, rollout_threads=1 if dev.type == "cpu" else (threads or cores),
         env_threads=env_threads or cores, allocator=current_allocator(),
+        overlap=(dev.type == "cpu" and cores >= 2) if overlap is None else overlap,
     )
 
 

@@ -249,15 +249,38 @@ def train(
     dones_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
     values_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
 
+    # Envs in groups: with ``rt.overlap`` two halves, so one half steps (in its C++ threads) while
+    # the policy picks the other half's actions; otherwise one group, stepped synchronously.
     env_proto = dataclasses.replace(proto, episodic_life=False, clip_rewards=False)  # the loop applies both
     env_seed = seed + counters["steps"]
-    envs = make_vector_env(game, cfg.n_envs, env_proto, train=True, seed=env_seed, backend="ale",
-                           threads=rt.env_threads)
-    next_obs_np, info = envs.reset(seed=env_seed)
-    next_obs = torch.from_numpy(next_obs_np)
+    n_groups = 2 if rt.overlap and cfg.n_envs >= 2 else 1
+    bounds = np.linspace(0, cfg.n_envs, n_groups + 1).astype(int)
+    groups = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    envs = [make_vector_env(game, g.stop - g.start, env_proto, train=True, seed=env_seed + g.start, backend="ale",
+                            threads=max(1, rt.env_threads // n_groups)) for g in groups]
+    next_obs = torch.zeros((cfg.n_envs, 4, 84, 84), dtype=torch.uint8)
+    lives = np.zeros(cfg.n_envs, dtype=np.int64)
+    for env, g in zip(envs, groups):
+        obs_np, info = env.reset(seed=env_seed + g.start)
+        next_obs[g] = torch.from_numpy(obs_np)
+        lives[g] = info["lives"]
     next_done = torch.zeros(cfg.n_envs)
-    lives = np.asarray(info["lives"]).copy()
     game_return = np.zeros(cfg.n_envs)
+
+    def receive(g: slice, env: Any, step: int) -> None:
+        """Execute the game: take the results of the actions a group was sent at ``step``."""
+        obs_np, reward, terminated, truncated, info = env.recv()
+        ended = terminated | truncated
+        new_lives = np.asarray(info["lives"])
+        life_lost = (new_lives < lives[g]) & ~ended if proto.episodic_life else np.zeros_like(ended)
+        lives[g] = new_lives
+        game_return[g] += reward
+        for i in np.flatnonzero(ended) + g.start:
+            recent.append(float(game_return[i]))
+            game_return[i] = 0.0
+        rewards_buf[step, g] = torch.from_numpy(np.sign(reward) if proto.clip_rewards else reward).float()
+        next_obs[g] = torch.from_numpy(obs_np)
+        next_done[g] = torch.from_numpy((ended | life_lost).astype(np.float32))
 
     def save_checkpoint() -> None:
         tensors = {f"agent.{k}": v for k, v in agent.state_dict().items()}
@@ -292,29 +315,23 @@ def train(
                 # ---- rollout ----
                 with rt.phase("rollout"), torch.no_grad():
                     for step in range(cfg.n_steps):
-                        obs_buf[step] = next_obs
-                        dones_buf[step] = next_done
-                        # action logic
-                        with rt.autocast():
-                            logits, value = agent.policy_value(rt.input(next_obs))
-                        dist = torch.distributions.Categorical(logits=logits.float())
-                        action = dist.sample()
-                        actions_buf[step] = action.cpu()
-                        logprobs_buf[step] = dist.log_prob(action).cpu()
-                        values_buf[step] = value.float().cpu()
-                        # execute the game
-                        obs_np, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-                        ended = terminated | truncated
-                        new_lives = np.asarray(info["lives"])
-                        life_lost = (new_lives < lives) & ~ended if proto.episodic_life else np.zeros_like(ended)
-                        lives = new_lives.copy()
-                        game_return += reward
-                        for i in np.flatnonzero(ended):
-                            recent.append(float(game_return[i]))
-                            game_return[i] = 0.0
-                        rewards_buf[step] = torch.from_numpy(np.sign(reward) if proto.clip_rewards else reward).float()
-                        next_obs = torch.from_numpy(obs_np)
-                        next_done = torch.from_numpy((ended | life_lost).astype(np.float32))
+                        for g, env in zip(groups, envs):
+                            if step > 0:
+                                receive(g, env, step - 1)
+                            obs_buf[step, g] = next_obs[g]
+                            dones_buf[step, g] = next_done[g]
+                            # action logic
+                            with rt.autocast():
+                                logits, value = agent.policy_value(rt.input(next_obs[g]))
+                            dist = torch.distributions.Categorical(logits=logits.float())
+                            action = dist.sample()
+                            actions_buf[step, g] = action.cpu()
+                            logprobs_buf[step, g] = dist.log_prob(action).cpu()
+                            values_buf[step, g] = value.float().cpu()
+                            # execute the game: the group steps while the next group's actions are chosen
+                            env.send(action.cpu().numpy())
+                    for g, env in zip(groups, envs):
+                        receive(g, env, cfg.n_steps - 1)
                     counters["steps"] += batch
                     bar.update(batch)
 
@@ -416,7 +433,8 @@ def train(
                     "run the same command again to resume")
     finally:
         bar.close()
-        envs.close()
+        for env in envs:
+            env.close()
 
     # ---- the trained agent, with its provenance ----
     agent.eval()

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on for CPUs")
     g.add_argument("--threads", type=int, default=None, help="torch threads of the update (default: all cores)")
     g.add_argument("--env-threads", type=int, default=None, help="threads of the C++ vector env (default: all cores)")
+    g.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
+                   help="step half of the envs while choosing the other half's actions (auto: on with 2+ cores)")
     g.add_argument("--allocator", choices=ALLOCATORS, default="auto",
                    help="auto: tcmalloc when installed (re-executes the command with it preloaded)")
     p.set_defaults(func=_run)
@@ -60,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     runtime = resolve_runtime(args.device, args.precision,
                               {"auto": None, "on": True, "off": False}[args.channels_last],
-                              args.threads, args.env_threads)
+                              args.threads, args.env_threads, {"auto": None, "on": True, "off": False}[args.overlap])
     if getattr(args, "from_command_line", False):
         reexec_with_allocator(args.allocator)
     common = dict(total_frames=args.frames, seed=args.seed, out_dir=args.out, eval_episodes=args.eval_episodes,
