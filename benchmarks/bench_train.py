@@ -1,8 +1,8 @@
 """Training throughput, side by side in one run: Stable-Baselines3's PPO against xrlkit's PPO loop
 per encoder and runtime choice, in agent steps per second (whole iterations: rollout + update).
 Writes ``benchmarks/results/train-cpu.json`` (or ``train-cuda.json``): a JSON list of records
-``{trainer, algo, encoder, precision, threads, allocator, channels_last, agent_steps_per_s,
-seconds, rollout_s, update_s, update_gflop_per_s}`` and one ``{"machine": ...}`` record with the
+``{trainer, algo, encoder, precision, threads, allocator, channels_last, overlap,
+agent_steps_per_s, seconds, rollout_s, update_s, update_gflop_per_s}`` and one ``{"machine": ...}`` record with the
 CPU, its native bf16, the torch version and the measured GEMM ceilings.
 
 Each configuration runs as its own ``xrlkit train`` process (so the allocator is what a user gets)
@@ -114,29 +114,34 @@ def main() -> None:
     args = p.parse_args()
     info = cpu_info()
     cores = info["cores"]
+    auto_precision = "bf16" if info["bf16_native"] else "fp32"
     records: list[dict[str, Any]] = []
 
-    def add(trainer: str, encoder: str, precision: str, threads: int, allocator: str, channels_last: bool,
+    def add(trainer: str, encoder: str, precision: str, allocator: str, channels_last: bool, overlap: bool,
             result: dict[str, Any]) -> None:
-        rec = {"trainer": trainer, "algo": "ppo", "encoder": encoder, "precision": precision, "threads": threads,
-               "allocator": allocator, "channels_last": channels_last, **result}
+        rec = {"trainer": trainer, "algo": "ppo", "encoder": encoder, "precision": precision, "threads": cores,
+               "allocator": allocator, "channels_last": channels_last, "overlap": overlap, **result}
         if "update_s" in result:
             rec["update_gflop_per_s"] = round(4 * 4 * update_flops(encoder) / result["update_s"] / 1e9, 1)
         records.append(rec)
         print(json.dumps(rec), flush=True)
 
-    add("sb3", "nature", "fp32", cores, "system", False, run_sb3(args.iterations, cores))
-    plain = ["--precision", "fp32", "--channels-last", "off", "--allocator", "system", "--threads", str(cores)]
-    add("xrlkit", "nature", "fp32", cores, "system", False,
-        run_xrlkit("nature", args.iterations, plain, {"LD_PRELOAD": "", "XRLKIT_ALLOCATOR_SET": ""}))
-    auto_precision = "bf16" if info["bf16_native"] else "fp32"
-    if auto_precision == "bf16":
-        add("xrlkit", "nature", "fp32", cores, "tcmalloc", True,
-            run_xrlkit("nature", args.iterations, ["--precision", "fp32"]))
+    system = {"LD_PRELOAD": "", "XRLKIT_ALLOCATOR_SET": ""}
+    add("sb3", "nature", "fp32", "system", False, False, run_sb3(args.iterations, cores))
+    # xrlkit's loop with every runtime choice off: the loop alone
+    add("xrlkit", "nature", "fp32", "system", False, False, run_xrlkit(
+        "nature", args.iterations, ["--precision", "fp32", "--channels-last", "off", "--allocator", "system",
+                                    "--overlap", "off"], system))
+    # then each choice added in turn, ending with what the runtime picks on this machine
+    add("xrlkit", "nature", "fp32", "tcmalloc", False, False, run_xrlkit(
+        "nature", args.iterations, ["--precision", "fp32", "--channels-last", "off", "--overlap", "off"]))
+    add("xrlkit", "nature", "fp32", "tcmalloc", True, False, run_xrlkit(
+        "nature", args.iterations, ["--precision", "fp32", "--overlap", "off"]))
+    add("xrlkit", "nature", "fp32", "tcmalloc", True, True, run_xrlkit("nature", args.iterations, ["--precision", "fp32"]))
     for encoder in args.encoders.split(","):
         result = run_xrlkit(encoder, args.iterations if encoder != "impala" else 2, [])
         allocator = "tcmalloc" if "allocator tcmalloc" in result["runtime"] else "system"
-        add("xrlkit", encoder, auto_precision, cores, allocator, True, result)
+        add("xrlkit", encoder, auto_precision, allocator, True, True, result)
     machine = {"machine": {**info, "torch": torch.__version__, "note": args.note,
                            "gemm_gflop_per_s": {"fp32": round(gemm_ceiling(torch.float32), 1),
                                                 "bf16": round(gemm_ceiling(torch.bfloat16), 1)},

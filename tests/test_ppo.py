@@ -198,3 +198,19 @@ def test_overlap_on_and_off_both_train(overlap: bool, tmp_path: Path) -> None:
     train("Breakout", total_frames=512, out_dir=tmp_path, runtime=rt, **{**TINY, "n_envs": 3, "batch_size": 48})
     assert read_meta(tmp_path / "agent.safetensors")["runtime"]["overlap"] is overlap
     assert [int(r["steps"]) for r in rows(tmp_path)] == [96, 192]
+
+
+@pytest.mark.parametrize("encoder", ["nature", "ife"])
+def test_policy_agents_work_with_every_explainer(encoder: str) -> None:
+    """What the PPO trainer makes is explained like any other agent (IFE: its own attention too)."""
+    from xrlkit.explainers import EXPLAINERS, make_explainer
+
+    agent = PolicyAgent(4, PolicyConfig(encoder=encoder), seed=0)
+    states = np.random.default_rng(0).integers(0, 256, (2, 4, 84, 84), dtype=np.uint8)
+    actions = agent.logits(states).argmax(1).numpy()
+    options = {"rise": {"n_masks": 20}, "ig": {"n_steps": 4}}
+    for name in EXPLAINERS:
+        if name == "visionmask" or (name == "ife" and encoder != "ife"):
+            continue
+        maps = make_explainer(name, agent, **options.get(name, {})).explain(states, actions)
+        assert tuple(maps.shape) == (2, 84, 84) and torch.isfinite(torch.as_tensor(maps)).all(), name
