@@ -7,8 +7,9 @@ RL-Zoo's Atari PPO hyperparameters (8 envs, 128 steps, 4 epochs, batch 256, lr a
     python scripts/train_default_ppo.py Breakout 1500000 runs/ppo-Breakout
 
 This is the exact script that produced the shipped Breakout expert (kept as its provenance; it
-predates the packaged trainer). For new agents use ``xrlkit train --algo ppo``, which adds
-evaluation, resume and xrlkit metadata on top of the same hyperparameters.
+predates the packaged trainers). For new agents use ``xrlkit train --algo ppo`` (xrlkit's own
+PPO loop, several times faster on a CPU) or ``--algo sb3-ppo`` (this same SB3 model, with
+evaluation, resume and xrlkit metadata).
 """
 
 import sys
