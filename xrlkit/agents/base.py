@@ -75,6 +75,26 @@ def choose_actions(logits: torch.Tensor, epsilon: float, rng: np.random.Generato
     return actions
 
 
+class ActMode:
+    """Mixin for agents with a policy: an ``act_mode`` attribute, ``"greedy"`` (argmax of the
+    logits) or ``"sample"`` (a draw from their softmax), checked when set. A subclass whose logits
+    are not a policy (Q-values) sets ``sampling_refused`` to the reason."""
+
+    sampling_refused: str | None = None
+
+    @property
+    def act_mode(self) -> str:
+        return self._act_mode
+
+    @act_mode.setter
+    def act_mode(self, mode: str) -> None:
+        if mode not in ACT_MODES:
+            raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
+        if mode == "sample" and self.sampling_refused:
+            raise ValueError(f"{self.sampling_refused}; use act_mode='greedy'")
+        self._act_mode = mode
+
+
 @torch.no_grad()
 def greedy_actions(agent: Agent, obs: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """The action an explanation is about: the argmax of ``agent.logits`` for each state of

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xrlkit.agents.base import ACT_MODES, TorchAgent, choose_actions
+from xrlkit.agents.base import ActMode, TorchAgent, choose_actions
 from xrlkit.agents.encoders import IFE, make_encoder
 
 
@@ -39,7 +39,7 @@ def _orthogonal(module: nn.Module, gain: float) -> None:
     nn.init.zeros_(module.bias)
 
 
-class PolicyAgent(TorchAgent):
+class PolicyAgent(ActMode, TorchAgent):
     """Encoder + ``Linear(out_features, hidden)`` + ReLU, then policy and value heads.
 
     ``forward(x float [B, 4, 84, 84] in [0, 1]) -> logits [B, A]``; :meth:`policy_value` gives
@@ -65,17 +65,6 @@ class PolicyAgent(TorchAgent):
         _orthogonal(self.actor, 0.01)
         _orthogonal(self.critic, 1.0)
         self.act_mode = act_mode
-
-    @property
-    def act_mode(self) -> str:
-        """``"greedy"`` (argmax of the logits) or ``"sample"`` (a draw from their softmax)."""
-        return self._act_mode
-
-    @act_mode.setter
-    def act_mode(self, mode: str) -> None:
-        if mode not in ACT_MODES:
-            raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
-        self._act_mode = mode
 
     def policy_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy logits ``[B, A]`` and state values ``[B]`` for input in [0, 1]."""

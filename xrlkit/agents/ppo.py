@@ -51,6 +51,7 @@ from xrlkit.checkpoint import load_tensors, optimizer_tensors, restore_optimizer
 from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
+from xrlkit.presets import config_from_preset
 from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run, read_curve
 from xrlkit.runtime import Runtime, resolve_runtime
 
@@ -108,13 +109,7 @@ METRIC_COLUMNS = ("frames", "steps", "iteration", "train_return_recent", "train_
 
 def make_config(preset: str = "atari", **overrides: Any) -> PPOConfig:
     """The config of ``preset`` with ``overrides`` (``None`` values are ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown PPO preset {preset!r}; choose one of {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(PPOConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown PPO config field(s) {unknown}; valid: {sorted(fields)}")
-    return PPOConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+    return config_from_preset(PPOConfig, PRESETS, preset, overrides, "PPO")
 
 
 def plot_curve(out_dir: str | Path) -> Path:

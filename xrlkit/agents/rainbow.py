@@ -51,6 +51,7 @@ from xrlkit.checkpoint import load_tensors, optimizer_tensors, read_meta, restor
 from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
+from xrlkit.presets import config_from_preset
 from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, read_curve
 from xrlkit.runtime import Runtime, resolve_runtime
 
@@ -129,13 +130,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def make_config(preset: str, **overrides: Any) -> RainbowConfig:
     """The config of ``preset`` with ``overrides`` (``None`` values are ignored)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown Rainbow preset {preset!r}; choose one of {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(RainbowConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown Rainbow config field(s) {unknown}; valid: {sorted(fields)}")
-    return RainbowConfig(**{**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}})
+    return config_from_preset(RainbowConfig, PRESETS, preset, overrides, "Rainbow")
 
 
 class RainbowLearner:

@@ -53,7 +53,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 from torch import nn
 from tqdm.auto import tqdm
 
-from xrlkit.agents.base import ACT_MODES, as_obs_tensor, choose_actions
+from xrlkit.agents.base import ActMode, as_obs_tensor, choose_actions
 from xrlkit.agents.encoders import make_encoder, upsample_attention
 from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env
 from xrlkit.evaluation import evaluate
@@ -168,7 +168,7 @@ def write_xrlkit_meta(path: str | Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-class SB3Agent:
+class SB3Agent(ActMode):
     """The :class:`~xrlkit.agents.base.Agent` protocol around an SB3 model.
 
     ``logits(obs [B, 4, 84, 84] in [0, 255]) -> float [B, A]``: PPO / A2C / RecurrentPPO return
@@ -206,20 +206,9 @@ class SB3Agent:
         self.meta = dict(meta or {})
         self._channels_last = shape == _CHANNELS_LAST
         self._rng = np.random.default_rng(seed)
+        if self.algo in ("dqn", "qrdqn"):
+            self.sampling_refused = f"a {self.algo} agent has Q-values, not a policy to sample from"
         self.act_mode = act_mode
-
-    @property
-    def act_mode(self) -> str:
-        """``"greedy"`` (argmax) or ``"sample"`` (a draw from the policy; not for DQN / QR-DQN)."""
-        return self._act_mode
-
-    @act_mode.setter
-    def act_mode(self, mode: str) -> None:
-        if mode not in ACT_MODES:
-            raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
-        if mode == "sample" and self.algo in ("dqn", "qrdqn"):
-            raise ValueError(f"a {self.algo} agent has Q-values, not a policy to sample from; use act_mode='greedy'")
-        self._act_mode = mode
 
     @property
     def device(self) -> torch.device:
