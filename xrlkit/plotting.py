@@ -9,6 +9,7 @@ align).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -137,6 +138,47 @@ def learning_curve(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, evaluations: bool = True) -> Figure:
+    """Learning curves of training runs (``{label: run folder}``, each with the ``metrics.csv`` of
+    :mod:`xrlkit.agents.ppo`): the mean score of the last 100 training games (a line per run) and
+    evaluation scores (markers), against frames in millions, with the game's random and human
+    reference scores when all runs are of one game."""
+    from matplotlib.ticker import FuncFormatter
+
+    from xrlkit.checkpoint import read_meta
+    from xrlkit.games import REFERENCE_SCORES
+    from xrlkit.runlog import read_curve
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    games = set()
+    for i, (label, folder) in enumerate(runs.items()):
+        folder = Path(folder)
+        meta = next((read_meta(folder / n) for n in ("agent.safetensors", "resume.safetensors")
+                     if (folder / n).is_file()), {})
+        games.add(meta.get("game"))
+        curve = read_curve(folder)
+        color = f"C{i}"
+        ax.plot(curve["frames"], curve["train_return_recent"], color=color, alpha=0.8,
+                label=f"{label}: training games (last 100)")
+        ev = [(f, m, n) for f, m, n in zip(curve["frames"], curve.get("eval_mean", []), curve.get("eval_episodes", []))
+              if m == m]  # NaN: no evaluation at that row
+        if evaluations and ev:
+            ax.plot([f for f, _, _ in ev], [m for _, m, _ in ev], "o", color=color,
+                    label=f"{label}: evaluation (mean of {int(ev[-1][2])} games)")
+    if len(games) == 1 and next(iter(games)) in REFERENCE_SCORES:
+        random_score, human_score = REFERENCE_SCORES[next(iter(games))]
+        ax.axhline(random_score, color="gray", linestyle=":", label="random play")
+        ax.axhline(human_score, color="gray", linestyle="--", label="human")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M"))
+    ax.set_xlabel("environment frames")
+    ax.set_ylabel("game score (unclipped)")
+    ax.set_title(title or " vs ".join(runs))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
 
 def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """Bar plot per metric of a tidy table with columns ``explainer``, ``metric``, ``value``

@@ -52,7 +52,7 @@ from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.presets import config_from_preset
-from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run, read_curve
+from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run
 from xrlkit.runtime import Runtime, resolve_runtime
 
 
@@ -113,42 +113,24 @@ def make_config(preset: str = "atari", **overrides: Any) -> PPOConfig:
 
 
 def plot_curve(out_dir: str | Path) -> Path:
-    """Draw ``out_dir/learning_curve.png`` from ``metrics.csv``: training returns of whole games
-    (mean of the last 100) and evaluation scores against frames."""
+    """Draw ``out_dir/learning_curve.png`` from its ``metrics.csv``
+    (:func:`xrlkit.plotting.training_runs`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from xrlkit import plotting
+    from xrlkit.checkpoint import read_meta
 
     out = Path(out_dir)
-    curve = read_curve(out)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(curve["frames"], curve["train_return_recent"], color="tab:blue", alpha=0.6,
-            label="training games (mean of last 100, sampled actions)")
-    ev = [(f, m) for f, m in zip(curve["frames"], curve["eval_mean"]) if not math.isnan(m)]
-    if ev:
-        plotting.learning_curve([f for f, _ in ev], [m for _, m in ev], label="evaluation", ax=ax)
-    ax.set_xlabel("environment frames")
-    ax.set_ylabel("game score (unclipped)")
-    ax.set_title(f"PPO on {read_run_game(out)}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    meta = read_meta(out / "resume.safetensors")
+    fig = plotting.training_runs({f"PPO {meta['encoder']}": out},
+                                 title=f"PPO on {meta['game']} ({meta['encoder']} encoder, seed {meta['seed']})")
     path = out / "learning_curve.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def read_run_game(out_dir: Path) -> str:
-    from xrlkit.checkpoint import read_meta
-
-    for name in ("agent.safetensors", "resume.safetensors"):
-        if (out_dir / name).is_file():
-            return str(read_meta(out_dir / name).get("game", "?"))
-    return "?"
 
 
 def train(
