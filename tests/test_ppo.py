@@ -65,6 +65,10 @@ def test_training_changes_the_policy_and_rewards_matter(tmp_path: Path) -> None:
     obs = np.random.default_rng(1).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
     assert not torch.allclose(trained.logits(obs), fresh.logits(obs))
     assert torch.equal(trained.logits(obs), again.logits(obs))
+    # both runs in one figure
+    assert main(["curves", f"a={a.parent}", f"b={b.parent}", "--out", str(tmp_path / "fig" / "curves.png")]) == 0
+    assert (tmp_path / "fig" / "curves.png").stat().st_size > 10_000
+    assert main(["curves", f"a={tmp_path}", "--out", str(tmp_path / "x.png")]) == 2
 
 
 def test_resume_continues_the_count_and_the_log(tmp_path: Path) -> None:

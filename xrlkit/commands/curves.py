@@ -1,0 +1,38 @@
+"""``xrlkit curves``: draw the learning curves of training run folders into one figure."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("curves", help="plot learning curves of run folders (xrlkit train --out) together")
+    p.add_argument("runs", nargs="+", metavar="LABEL=FOLDER", help="a label and a run folder holding metrics.csv")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--title", default=None)
+    p.add_argument("--no-evaluations", action="store_true", help="training games only")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    runs: dict[str, Path] = {}
+    for item in args.runs:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            raise ValueError(f"expected LABEL=FOLDER, got {item!r}")
+        if not (Path(folder) / "metrics.csv").is_file():
+            raise FileNotFoundError(f"no metrics.csv in {folder}")
+        runs[label] = Path(folder)
+    out = Path(args.out)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"cannot write {out}: {out.parent} is a file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from xrlkit import plotting
+
+    plotting.training_runs(runs, title=args.title, evaluations=not args.no_evaluations).savefig(out, dpi=110)
+    print(f"wrote {out}")
+    return 0
