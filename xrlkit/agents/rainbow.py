@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shlex
 import sys
 import time
 import warnings
@@ -401,8 +402,9 @@ def train(
 
     def run_eval() -> None:
         learner.online.eval()
-        res = evaluate(learner.online, game, eval_episodes, protocol=proto, seed=seed + 10_000,
-                       n_envs=min(eval_episodes, 8), max_steps=eval_max_steps)
+        with rt.phase("rollout"), rt.autocast():
+            res = evaluate(learner.online, game, eval_episodes, protocol=proto, seed=seed + 10_000,
+                           n_envs=min(eval_episodes, 8), max_steps=eval_max_steps)
         learner.online.train()
         last_eval.update(mean=res.mean, hns=res.hns)
         log.append({
@@ -415,12 +417,13 @@ def train(
 
     env_proto = dataclasses.replace(proto, clip_rewards=False)  # clip here, keep raw scores
     env = make_vector_env(game, cfg.n_envs, env_proto, train=True, seed=seed + counters["env_steps"],
-                          backend=env_backend)
+                          backend=env_backend, threads=rt.env_threads)
     obs, info = env.reset(seed=seed + counters["env_steps"])
     prev_frame_no = np.asarray(info["episode_frame_number"]).copy()
     game_return = np.zeros(cfg.n_envs)
     # (a full ring always holds a few unsampleable transitions, hence the cap at half of it)
     learn_start = max(1, min(cfg.learning_starts_frames // skip, buffer.capacity // 2))
+    print(rt.describe(), file=sys.stderr)
     t0 = time.perf_counter()
     bar = tqdm(total=total_frames // skip, initial=counters["env_steps"], unit="step",
                desc=f"rainbow {game}", disable=not progress, dynamic_ncols=True)
@@ -428,7 +431,8 @@ def train(
         while frames() < total_frames:
             f = frames()
             epsilon = cfg.eps_final + (cfg.eps_start - cfg.eps_final) * max(0.0, 1 - f / cfg.eps_decay_frames)
-            actions = learner.act(obs, epsilon)
+            with rt.phase("rollout"):
+                actions = learner.act(obs, epsilon)
             next_obs, reward, terminated, truncated, info = env.step(actions)
             ended = terminated | truncated
             clipped = np.sign(reward) if proto.clip_rewards else reward
@@ -447,11 +451,12 @@ def train(
 
             if len(buffer) >= learn_start:
                 beta = cfg.per_beta0 + (cfg.per_beta_final - cfg.per_beta0) * min(1.0, frames() / total_frames)
-                for _ in range(cfg.updates_per_step):
-                    batch = buffer.sample(cfg.batch_size, beta)
-                    loss, priorities = learner.update(batch)
-                    buffer.update_priorities(batch.indices, priorities)
-                    losses.append(loss)
+                with rt.phase("update"):
+                    for _ in range(cfg.updates_per_step):
+                        batch = buffer.sample(cfg.batch_size, beta)
+                        loss, priorities = learner.update(batch)
+                        buffer.update_priorities(batch.indices, priorities)
+                        losses.append(loss)
             while frames() >= counters["next_sync"]:
                 learner.sync_target()
                 counters["next_sync"] += cfg.target_update_frames
@@ -479,9 +484,9 @@ def train(
     save_resume()
     learner.online.eval()
     return save_agent(
-        learner.online, agent_path, game=game, preset=preset, encoder=encoder, protocol=proto.name,
-        frames=frames(), steps=counters["env_steps"], updates=learner.updates, seed=seed,
-        command=" ".join(sys.argv), rainbow_config=asdict(cfg), resumed_from=resumed_from,
+        learner.online, agent_path, game=game, algo="rainbow", preset=preset, encoder=encoder, protocol=proto.name,
+        frames=frames(), steps=counters["env_steps"], updates=learner.updates, seed=seed, runtime=rt.record(),
+        command=shlex.join(sys.argv), rainbow_config=asdict(cfg), resumed_from=resumed_from,
         eval_mean=last_eval.get("mean"), eval_hns=last_eval.get("hns"),
     )
 
