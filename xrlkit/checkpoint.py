@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,14 @@ def library_versions() -> dict[str, str]:
         "xrlkit": xrlkit.__version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
         "ale_py": ale_py.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
     }
+
+
+def command_line() -> str:
+    """The command that started this process, for provenance: ``xrlkit ...`` for the command line
+    (also after :func:`xrlkit.runtime.reexec_with_allocator` re-ran it as ``python -m xrlkit.cli``)."""
+    argv0 = Path(sys.argv[0]).name if sys.argv else ""
+    head = ["xrlkit"] if argv0 in ("xrlkit", "cli.py", "__main__.py") else [sys.argv[0]] if sys.argv else []
+    return shlex.join(head + sys.argv[1:])
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shlex
 import sys
 import time
 from collections import deque
@@ -47,7 +46,7 @@ from tqdm.auto import tqdm
 
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.policy import PolicyAgent, PolicyConfig
-from xrlkit.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_agent
+from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
 from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
@@ -423,7 +422,7 @@ def train(
         frames=counters["steps"] * skip, steps=counters["steps"], seed=seed, ppo_config=asdict(cfg),
         runtime=rt.record(), train_seconds=round(counters["elapsed_s"], 1), resumed_from=counters["resumed_from"],
         eval_mean=float(final_eval["eval_mean"]) if final_eval else None,
-        eval_seed=seed + 10_000, eval_episodes=eval_episodes, command=shlex.join(sys.argv),
+        eval_seed=seed + 10_000, eval_episodes=eval_episodes, command=command_line(),
     )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shlex
 import sys
 import time
 import warnings
@@ -48,7 +47,7 @@ from xrlkit.agents.base import choose_actions
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.agents.replay import Batch, PrioritizedReplay
-from xrlkit.checkpoint import load_tensors, optimizer_tensors, read_meta, restore_optimizer, save_agent
+from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, read_meta, restore_optimizer, save_agent
 from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
@@ -486,7 +485,7 @@ def train(
     return save_agent(
         learner.online, agent_path, game=game, algo="rainbow", preset=preset, encoder=encoder, protocol=proto.name,
         frames=frames(), steps=counters["env_steps"], updates=learner.updates, seed=seed, runtime=rt.record(),
-        command=shlex.join(sys.argv), rainbow_config=asdict(cfg), resumed_from=resumed_from,
+        command=command_line(), rainbow_config=asdict(cfg), resumed_from=resumed_from,
         eval_mean=last_eval.get("mean"), eval_hns=last_eval.get("hns"),
     )
 
