@@ -175,7 +175,7 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
     ax.set_ylabel("game score (unclipped)")
     ax.set_title(title or " vs ".join(runs))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
