@@ -139,11 +139,13 @@ def learning_curve(
     ax.legend(fontsize=8)
     return ax
 
-def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, evaluations: bool = True) -> Figure:
+def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, evaluations: bool = True,
+                  max_frames: float | None = None) -> Figure:
     """Learning curves of training runs (``{label: run folder}``, each with the ``metrics.csv`` of
     :mod:`xrlkit.agents.ppo`): the mean score of the last 100 training games (a line per run) and
     evaluation scores (markers), against frames in millions, with the game's random and human
-    reference scores when all runs are of one game."""
+    reference scores when all runs are of one game. ``max_frames`` cuts the x-axis (to compare a
+    shorter run with the start of a longer one)."""
     from matplotlib.ticker import FuncFormatter
 
     from xrlkit.checkpoint import read_meta
@@ -170,12 +172,14 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
         random_score, human_score = REFERENCE_SCORES[next(iter(games))]
         ax.axhline(random_score, color="gray", linestyle=":", label="random play")
         ax.axhline(human_score, color="gray", linestyle="--", label="human")
+    if max_frames:
+        ax.set_xlim(0, max_frames)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M"))
     ax.set_xlabel("environment frames")
     ax.set_ylabel("game score (unclipped)")
     ax.set_title(title or " vs ".join(runs))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -11,6 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", metavar="LABEL=FOLDER", help="a label and a run folder holding metrics.csv")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--title", default=None)
+    p.add_argument("--max-frames", type=float, default=None, help="cut the x-axis at this many frames")
     p.add_argument("--no-evaluations", action="store_true", help="training games only")
     p.set_defaults(func=_run)
 
@@ -33,6 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from xrlkit import plotting
 
-    plotting.training_runs(runs, title=args.title, evaluations=not args.no_evaluations).savefig(out, dpi=110)
+    plotting.training_runs(runs, title=args.title, evaluations=not args.no_evaluations,
+                           max_frames=args.max_frames).savefig(out, dpi=110)
     print(f"wrote {out}")
     return 0
