@@ -19,7 +19,7 @@ import torch
 from xrlkit.agents.rainbow import PRESETS, RainbowLearner, make_config
 from xrlkit.agents.replay import Batch
 from xrlkit.envs import OBS_SHAPE, make_vector_env
-from xrlkit.runtime import Runtime, resolve_runtime
+from xrlkit.runtime import Runtime, cpu_info, resolve_runtime
 from timing import call_times
 
 ENCODERS = ("nature", "impala", "ife")
@@ -71,6 +71,8 @@ def main() -> None:
     p.add_argument("--env-steps", type=int, default=200, help="vector steps per env measurement")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--devices", default="auto", help="comma-separated, or auto = cpu (+ cuda when available)")
+    p.add_argument("--precisions", default="fp32,auto",
+                   help="comma-separated runtime precisions timed side by side (auto: what xrlkit.runtime picks)")
     p.add_argument("--note", default="", help="free text stored with the results (e.g. the machine)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,23 +80,25 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.devices == "auto" else args.devices.split(",")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in devices:
-        runtime = resolve_runtime(name, threads=args.threads)
-        device = runtime.device
+        device = torch.device(name)
         rows = []
         raw = {b: bench_env(args.game, args.n_envs, args.env_steps, b, False, None) for b in ("ale", "gym")}
         print(f"[{name}] random-action env steps/s: {raw}")
         for encoder in ENCODERS:
-            ups = bench_updates(args.preset, encoder, runtime, batch_size, args.reps)
-            learner = RainbowLearner(4, make_config(args.preset), encoder, runtime)
-            acting = bench_env(args.game, args.n_envs, args.env_steps, "auto", True, learner)
-            rows.append({"encoder": encoder, "updates_per_s": round(ups, 3),
-                         "samples_per_s": round(ups * batch_size, 1), "act_env_steps_per_s": round(acting, 1)})
-            print(f"[{name}] {encoder:7s} {ups:8.2f} updates/s (batch {batch_size}), "
-                  f"{acting:8.1f} env steps/s acting with the agent")
+            for precision in args.precisions.split(","):
+                runtime = resolve_runtime(name, precision, threads=args.threads)
+                ups = bench_updates(args.preset, encoder, runtime, batch_size, args.reps)
+                learner = RainbowLearner(4, make_config(args.preset), encoder, runtime)
+                acting = bench_env(args.game, args.n_envs, args.env_steps, "auto", True, learner)
+                rows.append({"encoder": encoder, "precision": runtime.precision, "channels_last": runtime.channels_last,
+                             "updates_per_s": round(ups, 3), "samples_per_s": round(ups * batch_size, 1),
+                             "act_env_steps_per_s": round(acting, 1)})
+                print(f"[{name}] {encoder:7s} {runtime.precision} {ups:8.2f} updates/s (batch {batch_size}), "
+                      f"{acting:8.1f} env steps/s acting with the agent")
         result = {
-            "device": name, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "device": name, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["cpu"],
             "note": args.note, "preset": args.preset, "batch_size": batch_size, "reps": args.reps,
-            "torch_threads": args.threads, "precision": runtime.precision, "channels_last": runtime.channels_last, "game": args.game, "n_envs": args.n_envs,
+            "torch_threads": args.threads, "game": args.game, "n_envs": args.n_envs,
             "env_steps_per_s_random": {b: round(v, 1) for b, v in raw.items()}, "encoders": rows,
             "torch": torch.__version__, "python": platform.python_version(),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
