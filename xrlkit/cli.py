@@ -44,18 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.from_command_line = argv is None  # a process of its own, which may re-execute itself
-    from xrlkit.runlog import TrainingInterrupted
-
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         print(f"xrlkit {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except TrainingInterrupted as stop:
-        print(f"xrlkit {args.command}: interrupted: {stop}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print(f"xrlkit {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # also xrlkit.runlog.TrainingInterrupted, which says what was kept
+        print(f"xrlkit {args.command}: interrupted" + (f": {stop}" if str(stop) else ""), file=sys.stderr)
         return 130
 
 

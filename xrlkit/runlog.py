@@ -20,9 +20,10 @@ import torch
 from xrlkit.checkpoint import read_meta, save_tensors
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
     """Raised by a trainer after Ctrl-C / SIGTERM once its checkpoint is saved; the message says
-    what was kept and how to resume. The command line turns it into exit code 130."""
+    what was kept and how to resume. The command line turns it, like any ``KeyboardInterrupt``,
+    into exit code 130."""
 
 
 class CsvLog:

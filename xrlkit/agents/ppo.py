@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from xrlkit.agents.base import ACT_MODES
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.policy import PolicyAgent, PolicyConfig
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
@@ -173,8 +174,8 @@ def train(
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
     if total_frames < 1:
         raise ValueError(f"total_frames must be >= 1, got {total_frames}")
-    if eval_act_mode not in ("greedy", "sample"):
-        raise ValueError(f"unknown eval_act_mode {eval_act_mode!r}; choose 'greedy' or 'sample'")
+    if eval_act_mode not in ACT_MODES:
+        raise ValueError(f"unknown eval_act_mode {eval_act_mode!r}; choose one of {ACT_MODES}")
     cfg = make_config(preset, **overrides)
     rt = runtime or resolve_runtime()
     out = check_out_dir(out_dir)
@@ -194,7 +195,6 @@ def train(
     batch = cfg.n_envs * cfg.n_steps
     n_iterations = max(1, math.ceil(total_steps / batch))
     meanings = action_meanings(game)
-    torch.manual_seed(seed)
     agent = PolicyAgent(len(meanings), PolicyConfig(encoder=encoder), meanings, seed)
     rt.prepare(agent).train()
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
@@ -415,7 +415,6 @@ def train(
     # ---- the trained agent, with its provenance ----
     agent.eval()
     agent.act_mode = eval_act_mode
-    agent.to(memory_format=torch.contiguous_format)
     final_eval = next((r for r in reversed(list(log.rows())) if r.get("eval_mean")), {})
     return save_agent(
         agent, agent_path, game=game, algo="ppo", encoder=encoder, protocol=proto.name, preset=preset,
