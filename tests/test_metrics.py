@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from test_explainers import RegionAgent
+from test_explainers import COLS, ROWS, RegionAgent, region_mask
 
 from xrlkit.evaluation import rollout
 from xrlkit.explainers import make_explainer
 from xrlkit.metrics import (
-    METRICS, Accuracy, Deletion, Insertion, LocalLipschitzEstimate, Sparseness,
-    evaluate_explainers, make_metric, pixels_per_step,
+    DERIVED_METRICS, METRICS, ROAD, Accuracy, Deletion, Insertion, LocalLipschitzEstimate, Sparseness,
+    evaluate_explainers, make_metric, metric_sanity, pixels_per_step,
 )
-from xrlkit.references import make_reference
+from xrlkit.references import impute_linear, make_reference
 
 torch.set_num_threads(1)
 
@@ -150,10 +150,17 @@ def test_evaluate_explainers_table(tiny_agent, states):
     metrics = [make_metric(m, **({"n_steps": 4} if m in ("insertion", "deletion") else
                                  {"n_samples": 1} if m == "lle" else {})) for m in METRICS]
     table = evaluate_explainers(tiny_agent, states, explainers, metrics, batch_size=3)
-    assert list(table.columns) == ["explainer", "metric", "value", "std", "n_states", "higher_is_better"]
-    assert len(table) == 2 * len(METRICS) and (table.n_states == 4).all()
-    assert table.value.notna().all()
-    assert set(table.explainer) == {"grad", "random"} and set(table.metric) == set(METRICS)
+    assert list(table.columns) == ["explainer", "metric", "value", "std", "n_states", "higher_is_better", "ci_low",
+                                   "ci_high", "vs_random", "vs_random_low", "vs_random_high", "beats_random"]
+    names = set(METRICS) | set(DERIVED_METRICS)
+    assert len(table) == 2 * len(names) and (table.n_states == 4).all()
+    assert table.value.notna().all() and (table.ci_low <= table.value + 1e-12).all()
+    assert (table.value <= table.ci_high + 1e-12).all()
+    assert set(table.explainer) == {"grad", "random"} and set(table.metric) == names
+    assert table[table.explainer == "random"].beats_random.isna().all()
+    t = table.set_index(["explainer", "metric"]).value
+    np.testing.assert_allclose(t["grad", "srg"], t["grad", "deletion_lerf"] - t["grad", "deletion"])
+    np.testing.assert_allclose(t["grad", "road"], t["grad", "road_lerf"] - t["grad", "road_morf"])
 
 
 def test_rollout_plays_the_agent(tiny_agent):
@@ -176,6 +183,13 @@ def test_metric_errors(tiny_agent, states, grad_saliency):
         LocalLipschitzEstimate()(tiny_agent, states, a, grad_saliency)
     with pytest.raises(ValueError, match="top_q"):
         Accuracy(top_q=0)
+    with pytest.raises(ValueError, match="unknown order"):
+        Deletion(order="middle")
+    with pytest.raises(ValueError, match="fractions"):
+        ROAD(fractions=(0.5, 1.0))
+    with pytest.raises(ValueError, match="random"):
+        metric_sanity(evaluate_explainers(tiny_agent, states, [make_explainer("grad", tiny_agent)],
+                                          [Sparseness()]))
 
 
 def test_evaluate_explainers_command(tmp_path, tiny_agent):
@@ -192,8 +206,79 @@ def test_evaluate_explainers_command(tmp_path, tiny_agent):
                "--metrics", "deletion,sparseness", "--n-states", "2", "--every", "1", "--out", str(out)])
     assert rc == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["explainer", "metric", "value", "std", "n_states", "game", "agent",
-                                   "higher_is_better"]
+    assert list(table.columns)[:8] == ["explainer", "metric", "value", "std", "n_states", "game", "agent",
+                                       "higher_is_better"]
+    assert {"ci_low", "ci_high", "beats_random"} <= set(table.columns)
     assert len(table) == 4 and (table.game == "Breakout").all()
     assert len(json.loads(out.with_suffix(".json").read_text())) == 4
     assert main(["evaluate-explainers", "--game", "Breakout", "--agent", str(ckpt), "--explainers", "nope"]) == 2
+
+
+def test_deletion_lerf_removes_the_least_salient_first(tiny_agent, states, grad_saliency):
+    a = np.array([0, 1, 2, 3])
+    lerf = Deletion(n_steps=5, order="lerf")
+    assert lerf.name == "deletion_lerf" and lerf.higher_is_better and not Deletion().higher_is_better
+    # a map whose value is each pixel's most-salient-first rank puts the least salient first
+    rank = torch.stack([torch.from_numpy(np.argsort(np.argsort(-m.numpy().ravel(), kind="stable"))).float()
+                        for m in grad_saliency]).view(4, 84, 84)
+    np.testing.assert_allclose(lerf.curves(tiny_agent, states, a, grad_saliency),
+                               Deletion(n_steps=5).curves(tiny_agent, states, a, rank), rtol=1e-6)
+
+
+def test_imputation_keeps_kept_pixels_and_fills_from_neighbours():
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = torch.meshgrid(torch.arange(84.0), torch.arange(84.0), indexing="ij")
+    ramp = (40 + 1.5 * cols + 0.5 * rows).expand(2, 4, 84, 84).clone()  # linear: its own neighbour mean
+    removed = torch.zeros(2, 84, 84, dtype=torch.bool)
+    removed[0, 20:50, 10:60] = True  # an interior block
+    removed[1] = torch.rand(84, 84, generator=gen) < 0.7
+    removed[1, :, [0, 83]] = False  # the border stays known, so a linear image is reproduced exactly
+    removed[1, [0, 83], :] = False
+    exact = impute_linear(ramp, removed, noise=0.0)
+    torch.testing.assert_close(exact, ramp, rtol=0, atol=1e-3)
+    # one removed pixel: the 1/6 - 1/12 weighted mean of its 8 known neighbours
+    img = torch.rand(1, 4, 84, 84, generator=gen) * 255
+    one = torch.zeros(1, 84, 84, dtype=torch.bool)
+    one[0, 40, 40] = True
+    nb = img[0, :, 39:42, 39:42]
+    w = torch.tensor([[1, 2, 1], [2, 0, 2], [1, 2, 1]]) / 12
+    torch.testing.assert_close(impute_linear(img, one, noise=0.0)[0, :, 40, 40], (nb * w).sum(dim=(1, 2)))
+    # with noise: kept pixels unchanged, removed ones perturbed, reproducible from the generator
+    noisy = impute_linear(ramp, removed, noise=0.01, generator=torch.Generator().manual_seed(3))
+    kept = ~removed.unsqueeze(1).expand_as(ramp)
+    assert torch.equal(noisy[kept], ramp[kept])
+    assert 0.5 < (noisy - exact)[~kept].std() < 5.0  # std 0.01 * 255
+    torch.testing.assert_close(noisy, impute_linear(ramp, removed, noise=0.01,
+                                                    generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="every pixel"):
+        impute_linear(ramp[:1], torch.ones(1, 84, 84, dtype=torch.bool))
+    with pytest.raises(ValueError, match="removed"):
+        impute_linear(ramp, removed[0])
+
+
+class _RegionExplainer:
+    """The known-correct explanation of :class:`RegionAgent`: 1 on its region, 0 elsewhere."""
+
+    name = "correct"
+
+    def explain(self, states, actions):
+        return region_mask().float().expand(len(states), 84, 84).clone()
+
+
+def test_a_correct_explanation_beats_random_on_every_removal_metric():
+    """States: dark screens with the region the agent reads lit to varied levels. Removing the
+    region (by a black reference or by imputation from its dark surround) removes the evidence."""
+    gen = torch.Generator().manual_seed(0)
+    states = (torch.rand(8, 4, 84, 84, generator=gen) * 30).to(torch.uint8)
+    levels = 150 + torch.arange(8) * 12
+    states[:, :, ROWS, COLS] = levels.view(8, 1, 1, 1).to(torch.uint8)
+    agent = RegionAgent()
+    metrics = [Insertion(n_steps=10), Deletion(n_steps=10), Deletion(n_steps=10, order="lerf"),
+               ROAD("morf"), ROAD("lerf")]
+    table = evaluate_explainers(agent, states, [_RegionExplainer(), make_explainer("random", agent, seed=1)],
+                                metrics, actions=np.zeros(8, int))
+    correct = table[table.explainer == "correct"].set_index("metric")
+    assert set(correct.index) == {"insertion", "deletion", "deletion_lerf", "road_morf", "road_lerf", "srg", "road"}
+    assert correct.beats_random.all(), correct[["value", "vs_random", "vs_random_low"]]
+    sanity = metric_sanity(table)
+    assert sanity.separates.all() and (sanity.explainers == 1).all()

@@ -15,16 +15,25 @@ accuracy       high   1 if argmax on ``m*s + (1-m)*r`` equals the action, with `
                       saliency divided by its max (VisionMask's definition), else 0
 insertion      high   AUC of P(action) as pixels of s are inserted into r, most salient first
 deletion       low    AUC of P(action) as pixels of s are replaced by r, most salient first
+deletion_lerf  high   the same, least salient first
+road_morf      low    ROAD (Rong et al. 2022): mean P(action) with the most salient 10..90%
+                      of pixels filled by noisy linear imputation instead of r
+road_lerf      high   the same, least salient first
 lle            low    local Lipschitz estimate of the explainer (Alvarez-Melis & Jaakkola 2018)
 sparseness     high   Gini index of the saliency (Chalasani et al. 2020, as in Quantus)
+srg            high   deletion_lerf - deletion, per state (derived, :data:`DERIVED_METRICS`)
+road           high   road_lerf - road_morf, per state (derived)
 =============  =====  =====================================================================
 
-:func:`evaluate_explainers` runs explainers x metrics into a tidy table (real states come from
-:func:`xrlkit.evaluation.rollout`).
+:func:`evaluate_explainers` runs explainers x metrics into a tidy table with bootstrap
+intervals and a comparison with the random explainer (real states come from
+:func:`xrlkit.evaluation.rollout`); :func:`metric_sanity` says which metrics tell real
+explainers from random.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -34,7 +43,7 @@ import torch
 
 from xrlkit.agents.base import Agent, greedy_actions
 from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer, prepare_inputs
-from xrlkit.references import make_reference
+from xrlkit.references import impute_linear, make_reference
 
 N_PIXELS = SALIENCY_SHAPE[0] * SALIENCY_SHAPE[1]
 
@@ -125,8 +134,22 @@ def pixels_per_step(n_steps: int) -> list[int]:
     return [int(round(k * N_PIXELS / n_steps)) for k in range(n_steps + 1)]
 
 
+#: pixel orders of the removal metrics: most- and least-relevant first
+ORDERS = ("morf", "lerf")
+
+
+def _order_ranks(saliency: torch.Tensor, order: str) -> torch.Tensor:
+    """Pixel ranks ``[B, 7056]`` in the removal order: ``"morf"`` most relevant first (see
+    :func:`_ranks`), ``"lerf"`` least relevant first (the reverse)."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {ORDERS}")
+    rank = _ranks(saliency)
+    return rank if order == "morf" else N_PIXELS - 1 - rank
+
+
 class _PixelCurve:
-    """Shared code of :class:`Insertion` and :class:`Deletion`."""
+    """Shared code of :class:`Insertion` and :class:`Deletion`. ``order="lerf"`` moves the least
+    salient pixels first, which flips the metric's direction (its name gets a ``_lerf`` suffix)."""
 
     name = ""
     higher_is_better = True
@@ -134,11 +157,16 @@ class _PixelCurve:
 
     def __init__(
         self, n_steps: int = 20, reference: str = "black", background: torch.Tensor | None = None,
-        batch_size: int = 64,
+        batch_size: int = 64, order: str = "morf",
     ) -> None:
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        _order_ranks(torch.zeros(1, *SALIENCY_SHAPE), order)
         self.n_steps, self.reference, self.background, self.batch_size = n_steps, reference, background, batch_size
+        self.order = order
+        if order == "lerf":
+            self.name = f"{type(self).name}_lerf"
+            self.higher_is_better = not type(self).higher_is_better
 
     @torch.no_grad()
     def curves(
@@ -148,7 +176,7 @@ class _PixelCurve:
         """``P(action)`` after each step, ``float64 [B, n_steps + 1]``; the x axis is
         ``linspace(0, 1, n_steps + 1)``, the share of pixels moved (see :func:`pixels_per_step`)."""
         x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
-        rank = _ranks(_check_saliency(saliency, len(x), x.device)).view(len(x), 1, *SALIENCY_SHAPE)
+        rank = _order_ranks(_check_saliency(saliency, len(x), x.device), self.order).view(len(x), 1, *SALIENCY_SHAPE)
         ref = make_reference(x, self.reference, self.background)
         counts = torch.tensor(pixels_per_step(self.n_steps), device=x.device)
         n_k = len(counts)
@@ -182,7 +210,8 @@ class Insertion(_PixelCurve):
 
 class Deletion(_PixelCurve):
     """Deletion AUC (Petsiuk et al. 2018): start from the state, replace its pixels by the
-    reference in decreasing saliency. Lower is better."""
+    reference in decreasing saliency. Lower is better. ``order="lerf"`` (``deletion_lerf``)
+    deletes the least salient first: higher is better."""
 
     name = "deletion"
     higher_is_better = False
@@ -228,6 +257,47 @@ class LocalLipschitzEstimate:
         return best.numpy()
 
 
+class ROAD:
+    """ROAD, "Remove And Debias" (Rong et al. 2022): remove the ``fractions`` of pixels most
+    (``order="morf"``, name ``road_morf``, lower is better) or least (``"lerf"``, ``road_lerf``,
+    higher is better) salient and fill them by noisy linear imputation
+    (:func:`xrlkit.references.impute_linear`) instead of a fixed reference, so the *shape* of
+    what was removed leaks less and the state stays closer to the data. Score per state: mean of
+    ``P(action)`` over the fractions. The imputation noise is drawn from a CPU generator seeded
+    with ``seed`` at each call."""
+
+    higher_is_better = False
+
+    def __init__(self, order: str = "morf", fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+                 noise: float = 0.01, seed: int = 0, batch_size: int = 64) -> None:
+        _order_ranks(torch.zeros(1, *SALIENCY_SHAPE), order)
+        if not fractions or not all(0 < f < 1 for f in fractions):
+            raise ValueError(f"fractions must lie in (0, 1), got {tuple(fractions)}")
+        self.order, self.fractions, self.noise, self.seed, self.batch_size = order, tuple(fractions), noise, seed, batch_size
+        self.name = f"road_{order}"
+        self.higher_is_better = order == "lerf"
+
+    @torch.no_grad()
+    def curves(self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+               saliency: torch.Tensor) -> np.ndarray:
+        """``P(action)`` after removing each fraction, ``float64 [B, len(fractions)]``."""
+        x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
+        rank = _order_ranks(_check_saliency(saliency, len(x), x.device), self.order).view(len(x), *SALIENCY_SHAPE)
+        gen = torch.Generator().manual_seed(self.seed)
+        probs = []
+        for f in self.fractions:
+            imputed = impute_linear(x, rank < int(round(f * N_PIXELS)), self.noise, gen)
+            p = _logits(agent, imputed, self.batch_size).softmax(dim=1)
+            probs.append(p.gather(1, a.unsqueeze(1)).squeeze(1))
+        return torch.stack(probs, dim=1).double().cpu().numpy()
+
+    def __call__(
+        self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
+        saliency: torch.Tensor, explainer: Explainer | None = None,
+    ) -> np.ndarray:
+        return self.curves(agent, states, actions, saliency).mean(axis=1)
+
+
 class Sparseness:
     """Gini index of the saliency (Chalasani et al. 2020), computed as Quantus does: on
     ``|saliency| + 1e-7`` flattened and sorted ascending,
@@ -251,10 +321,14 @@ class Sparseness:
 
 _METRICS: dict[str, Any] = {
     "accuracy": Accuracy, "insertion": Insertion, "deletion": Deletion,
+    "deletion_lerf": functools.partial(Deletion, order="lerf"),
+    "road_morf": functools.partial(ROAD, order="morf"), "road_lerf": functools.partial(ROAD, order="lerf"),
     "lle": LocalLipschitzEstimate, "sparseness": Sparseness,
 }
 #: names accepted by :func:`make_metric`
 METRICS: tuple[str, ...] = tuple(_METRICS)
+#: metrics that draw random numbers and take a ``seed``
+SEEDED_METRICS: tuple[str, ...] = ("lle", "road_morf", "road_lerf")
 
 
 def make_metric(name: str, **kwargs: Any) -> Metric:
@@ -264,6 +338,26 @@ def make_metric(name: str, **kwargs: Any) -> Metric:
     return _METRICS[name](**kwargs)
 
 
+#: metrics computed from two others, per state: ``name: (a, b)`` gives ``a - b`` (higher is
+#: better). Both are the symmetric relevance gain of Blücher et al. (2024): a good map keeps the
+#: action when its least relevant pixels go (LeRF) and loses it when its most relevant go (MoRF),
+#: so the gap between the two orders cancels what removal does to the state regardless of order.
+DERIVED_METRICS: dict[str, tuple[str, str]] = {"srg": ("deletion_lerf", "deletion"), "road": ("road_lerf", "road_morf")}
+
+
+def mean_ci(scores: np.ndarray, seed: int = 0, n_resamples: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean of ``scores [N]`` (scipy); a
+    constant sample gives its value twice."""
+    from scipy.stats import bootstrap
+
+    s = np.asarray(scores, dtype=np.float64)
+    if len(s) < 2 or np.ptp(s) == 0:
+        return float(s.mean()), float(s.mean())
+    res = bootstrap((s,), np.mean, n_resamples=n_resamples, confidence_level=level, method="percentile",
+                    random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def evaluate_explainers(
     agent: Agent,
     states: np.ndarray | torch.Tensor,
@@ -271,12 +365,20 @@ def evaluate_explainers(
     metrics: Mapping[str, Metric] | Sequence[Metric],
     actions: np.ndarray | torch.Tensor | None = None,
     batch_size: int = 16,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Every explainer x every metric on ``states [N, 4, 84, 84]``; ``actions [N]`` default to the
     agent's greedy actions. Explains ``batch_size`` states at a time.
 
     Returns a tidy table, one row per (explainer, metric): columns ``explainer``, ``metric``,
-    ``value`` (mean over states), ``std``, ``n_states``, ``higher_is_better``.
+    ``value`` (mean over states), ``std``, ``n_states``, ``higher_is_better``, ``ci_low`` /
+    ``ci_high`` (95% bootstrap interval of the mean, seeded with ``seed``). Metrics of
+    :data:`DERIVED_METRICS` are added where both their parts were computed.
+
+    With an explainer named ``random`` among them, each other explainer is compared with it on
+    the same states: ``vs_random`` is the mean per-state gain over random, signed so that
+    positive is better, ``vs_random_low`` / ``vs_random_high`` its 95% bootstrap interval and
+    ``beats_random`` whether that interval lies above 0 (empty for random itself).
     """
     named_e = dict(explainers) if isinstance(explainers, Mapping) else {e.name: e for e in explainers}
     named_m = dict(metrics) if isinstance(metrics, Mapping) else {m.name: m for m in metrics}
@@ -287,16 +389,45 @@ def evaluate_explainers(
         actions = greedy_actions(agent, x, batch_size)
     a = torch.as_tensor(actions)
     prepare_inputs(x, a, agent.n_actions, "cpu")  # validate shapes once, up front
-    rows = []
+    higher = {m_name: bool(metric.higher_is_better) for m_name, metric in named_m.items()}
+    per_state: dict[str, dict[str, np.ndarray]] = {}
     for e_name, explainer in named_e.items():
         scores: dict[str, list[np.ndarray]] = {m: [] for m in named_m}
         for xb, ab in zip(x.split(batch_size), a.split(batch_size)):
             sal = explainer.explain(xb, ab)
             for m_name, metric in named_m.items():
                 scores[m_name].append(metric(agent, xb, ab, sal, explainer))
-        for m_name, metric in named_m.items():
-            s = np.concatenate(scores[m_name])
-            rows.append({"explainer": e_name, "metric": m_name, "value": float(s.mean()), "std": float(s.std()),
-                         "n_states": len(s), "higher_is_better": bool(metric.higher_is_better)})
+        per_state[e_name] = {m: np.concatenate(v) for m, v in scores.items()}
+        for name, (plus, minus) in DERIVED_METRICS.items():
+            if plus in named_m and minus in named_m:
+                per_state[e_name][name] = per_state[e_name][plus] - per_state[e_name][minus]
+                higher[name] = True
+    rows = []
+    for e_name, by_metric in per_state.items():
+        for m_name, s in by_metric.items():
+            low, high = mean_ci(s, seed)
+            row: dict[str, Any] = {"explainer": e_name, "metric": m_name, "value": float(s.mean()),
+                                   "std": float(s.std()), "n_states": len(s), "higher_is_better": higher[m_name],
+                                   "ci_low": low, "ci_high": high}
+            if "random" in per_state and e_name != "random":
+                gain = (s - per_state["random"][m_name]) * (1 if higher[m_name] else -1)
+                g_low, g_high = mean_ci(gain, seed)
+                row.update(vs_random=float(gain.mean()), vs_random_low=g_low, vs_random_high=g_high,
+                           beats_random=bool(g_low > 0))
+            rows.append(row)
     return pd.DataFrame(rows)
 
+
+def metric_sanity(table: pd.DataFrame) -> pd.DataFrame:
+    """Can each metric tell a real explainer from random? From a table of
+    :func:`evaluate_explainers` with a ``random`` explainer: one row per metric with
+    ``explainers`` (how many were compared), ``beat_random`` (how many of them beat it) and
+    ``separates`` (at least one did). A metric that separates no explainer from random on a
+    competent agent says nothing about that game."""
+    if "beats_random" not in table:
+        raise ValueError("the table has no comparison with random: evaluate a 'random' explainer too")
+    real = table[table["explainer"] != "random"]
+    out = real.groupby("metric", sort=False)["beats_random"].agg(explainers="size", beat_random="sum").reset_index()
+    out["beat_random"] = out["beat_random"].astype(int)
+    out["separates"] = out["beat_random"] > 0
+    return out

@@ -100,7 +100,13 @@ class PPOConfig:
                 raise ValueError(f"bad PPO config: {message}")
 
 
-PRESETS: dict[str, dict[str, Any]] = {"atari": {}}
+PRESETS: dict[str, dict[str, Any]] = {
+    "atari": {},
+    # CleanRL's ppo_atari.py: the clip stays 0.1 and the value loss is clipped. Annealing the clip
+    # to 0 (RL-Zoo) shrinks the policy-gradient step while the (unclipped) entropy bonus keeps its
+    # size, so over a short budget entropy climbs back late in the run (seen on Pong at 10M frames).
+    "cleanrl": {"anneal_clip": False, "clip_vloss": True},
+}
 
 METRIC_COLUMNS = ("frames", "steps", "iteration", "train_return_recent", "train_games", "lr", "clip",
                   "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",

@@ -11,9 +11,9 @@ import torch
 from xrlkit.explainers import EXPLAINERS, Explainer, VisionMaskExplainer, make_explainer
 from xrlkit.games import resolve_game
 from xrlkit.evaluation import rollout
-from xrlkit.metrics import METRICS, evaluate_explainers, make_metric
+from xrlkit.metrics import METRICS, SEEDED_METRICS, evaluate_explainers, make_metric, metric_sanity
 
-DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,rise,random"
+DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)}")
     p.add_argument("--visionmask", default=None, help="VisionMask checkpoint, for the 'visionmask' explainer")
     p.add_argument("--n-states", type=int, default=32, help="states collected by playing the agent (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="env, RISE, random-explainer and LLE seed")
+    p.add_argument("--seed", type=int, default=0, help="env, RISE, LIME, random-explainer, LLE, ROAD and bootstrap seed")
     p.add_argument("--epsilon", type=float, default=0.05, help="exploration while collecting states")
     p.add_argument("--every", type=int, default=4, help="keep every k-th state of the rollout (default 4)")
     p.add_argument("--batch-size", type=int, default=8, help="states explained together")
@@ -52,7 +52,7 @@ def _build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict
             from xrlkit.visionmask.model import load_visionmask
 
             explainers[name] = VisionMaskExplainer(load_visionmask(args.visionmask, agent, args.device), args.device)
-        elif name in ("rise", "random"):
+        elif name in ("rise", "lime", "random"):
             explainers[name] = make_explainer(name, agent, seed=args.seed)
         else:
             explainers[name] = make_explainer(name, agent)
@@ -62,23 +62,29 @@ def _build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
 
+    from xrlkit.runlog import check_out_dir
+
     game = resolve_game(args.game)
     explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
     metric_names = _split(args.metrics, METRICS, "metrics")
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a .csv file path")
+    check_out_dir(out.parent)
     agent = load_any_agent(args.agent, game=game, device=args.device)
     if isinstance(agent, torch.nn.Module):
         agent.eval()
     explainers = _build_explainers(explainer_names, agent, args)
-    metrics = {m: make_metric(m, seed=args.seed) if m == "lle" else make_metric(m) for m in metric_names}
+    metrics = {m: make_metric(m, seed=args.seed) if m in SEEDED_METRICS else make_metric(m) for m in metric_names}
     states = rollout(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every,
                      protocol=agent_protocol(agent)).states
-    table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size)
+    table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size, seed=args.seed)
     table.insert(5, "game", game)
     table.insert(6, "agent", str(args.agent))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     out.with_suffix(".json").write_text(json.dumps(table.to_dict(orient="records"), indent=2))
     print(table.to_string(index=False))
+    if "random" in explainers:
+        print(metric_sanity(table).to_string(index=False))
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0

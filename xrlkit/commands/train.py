@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--game", required=True, help="Atari game, e.g. Breakout")
     p.add_argument("--encoder", choices=sorted(ENCODERS), default=None,
                    help="image encoder (default: nature; impala for rainbow's fastrainbow preset)")
-    p.add_argument("--preset", default=None, help="hyperparameter preset (ppo: atari; rainbow: fastrainbow or der)")
+    p.add_argument("--preset", default=None, help="hyperparameter preset (ppo: atari or cleanrl; rainbow: fastrainbow or der)")
     p.add_argument("--frames", type=int, required=True, help="training budget in emulator frames (4 per agent step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory (resumed when it holds a checkpoint)")

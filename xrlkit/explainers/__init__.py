@@ -9,6 +9,8 @@ Build one by name with :func:`make_explainer`; :data:`EXPLAINERS` lists the name
 ``gradcam``    Grad-CAM on the agent's last conv layer (captum ``LayerGradCam``)
 ``occlusion``  sliding-window occlusion with a reference (captum ``Occlusion``)
 ``greydanus``  Gaussian-blur perturbation saliency of Greydanus et al. (2018)
+``sarfa``      SARFA (Puri et al. 2020): Greydanus' perturbation, scored for the action only
+``lime``       LIME (Ribeiro et al. 2016) on a grid of superpixels
 ``rise``       RISE random masks (Petsiuk et al. 2018)
 ``random``     uniform random maps (sanity floor)
 ``ife``        the IFE encoder's own attention (action-independent)
@@ -29,7 +31,8 @@ from xrlkit.explainers.captum_based import (
     IntegratedGradientsExplainer,
     OcclusionExplainer,
 )
-from xrlkit.explainers.perturbation import GreydanusExplainer, RandomExplainer, RISEExplainer
+from xrlkit.explainers.perturbation import GreydanusExplainer, RandomExplainer, RISEExplainer, SARFAExplainer
+from xrlkit.explainers.surrogate import LIMEExplainer
 
 _CLASSES: dict[str, Any] = {
     "grad": GradientExplainer,
@@ -37,6 +40,8 @@ _CLASSES: dict[str, Any] = {
     "gradcam": GradCAMExplainer,
     "occlusion": OcclusionExplainer,
     "greydanus": GreydanusExplainer,
+    "sarfa": SARFAExplainer,
+    "lime": LIMEExplainer,
     "rise": RISEExplainer,
     "random": RandomExplainer,
     "ife": AttentionExplainer,
@@ -48,7 +53,7 @@ EXPLAINERS: tuple[str, ...] = tuple(_CLASSES)
 
 def make_explainer(name: str, agent: Agent, **kwargs: Any) -> Explainer:
     """Build explainer ``name`` for ``agent``; ``kwargs`` go to its constructor (e.g.
-    ``n_steps`` for ``ig``, ``patch``/``stride`` for ``occlusion``, ``seed`` for ``rise``/``random``).
+    ``n_steps`` for ``ig``, ``patch``/``stride`` for ``occlusion``, ``seed`` for ``rise``/``lime``/``random``).
     ``visionmask`` explains a VisionMask model, passed as ``model=``; the agent is not used."""
     if name not in _CLASSES:
         raise ValueError(f"unknown explainer {name!r}; choose one of {EXPLAINERS}")
@@ -62,5 +67,5 @@ def make_explainer(name: str, agent: Agent, **kwargs: Any) -> Explainer:
 __all__ = [
     "EXPLAINERS", "Explainer", "make_explainer", "prepare_inputs", "reduce_frames", "last_conv_layer",
     "GradientExplainer", "IntegratedGradientsExplainer", "GradCAMExplainer", "OcclusionExplainer",
-    "GreydanusExplainer", "RISEExplainer", "RandomExplainer", "AttentionExplainer", "VisionMaskExplainer",
+    "GreydanusExplainer", "SARFAExplainer", "LIMEExplainer", "RISEExplainer", "RandomExplainer", "AttentionExplainer", "VisionMaskExplainer",
 ]

@@ -1,7 +1,8 @@
-"""Perturbation explainers that need no gradients: Greydanus et al. (2018), RISE, and random.
+"""Perturbation explainers that need no gradients: Greydanus et al. (2018), SARFA (Puri et al.
+2020) on the same perturbation, RISE, and random.
 
-Not built on captum: captum has no Greydanus-style blur perturbation nor RISE, and the random
-baseline needs no attribution machinery.
+Not built on captum: captum has no Greydanus-style blur perturbation (nor SARFA's score on it)
+nor RISE, and the random baseline needs no attribution machinery.
 """
 
 from __future__ import annotations
@@ -60,22 +61,73 @@ class GreydanusExplainer:
         return out if self.output == "logits" else out.softmax(dim=1)
 
     @torch.no_grad()
-    def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x, _ = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
+    def perturbed_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Agent outputs on ``x float [B, 4, 84, 84]`` and on its blur-perturbed copies:
+        ``(base [B, A], perturbed [B, n_grid**2, A])``, logits or probabilities as ``output``
+        says, grid points in raster order."""
         blurred = make_reference(x, "blur", sigma=self.blur_sigma)
         masks = self.masks.to(x.device)
         n_masks = len(masks)
         base = self._policy(x)
-        scores = torch.empty(len(x), n_masks, device=x.device)
+        out = torch.empty(len(x), n_masks, base.shape[1], device=x.device)
         # Flat index over (state, mask) pairs, so each forward pass is full even for few states.
         pairs = torch.arange(len(x) * n_masks, device=x.device)
         for chunk in pairs.split(self.batch_size):
             b, k = chunk // n_masks, chunk % n_masks
             m = masks[k].unsqueeze(1)
-            perturbed = x[b] * (1 - m) + blurred[b] * m
-            scores[b, k] = 0.5 * (self._policy(perturbed) - base[b]).pow(2).sum(dim=1)
-        grid = scores.view(len(x), 1, self.n_grid, self.n_grid)
+            out[b, k] = self._policy(x[b] * (1 - m) + blurred[b] * m)
+        return base, out
+
+    def scores(self, base: torch.Tensor, perturbed: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Score of each grid point ``[B, n_grid**2]``: ``1/2 ||pi(s) - pi(s')||^2``."""
+        return 0.5 * (perturbed - base[:, None]).pow(2).sum(dim=2)
+
+    def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x, a = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
+        grid = self.scores(*self.perturbed_outputs(x), a).view(len(x), 1, self.n_grid, self.n_grid)
         return F.interpolate(grid, size=SALIENCY_SHAPE, mode="bilinear", align_corners=False).squeeze(1).clamp_min(0)
+
+
+class SARFAExplainer(GreydanusExplainer):
+    """SARFA, "Specific and Relevant Feature Attribution" (Puri et al. 2020, "Explain Your
+    Move"): the perturbation of :class:`GreydanusExplainer` (same grid, masks and blur), scored
+    for the explained action ``a`` only, from the softmax policy ``P`` of the agent's outputs
+    (Q-values or logits):
+
+    * specificity ``dP = P(a | s) - P(a | s')``: how much the perturbation lowers the action;
+    * relevance ``K = 1 / (1 + KL(P_rem(s) || P_rem(s')))``, ``P_rem`` the softmax over the
+      *other* actions' outputs: high when the perturbation leaves the alternatives alone;
+    * ``S = 2 K dP / (K + dP)`` (their harmonic mean) where ``dP > 0``, else 0.
+
+    So a region scores high when removing it hurts this action specifically, not when it
+    reshuffles the whole policy (which Greydanus' score rewards). Unlike Greydanus, the map
+    depends on ``actions``. Agents with a single action get all-zero maps (``K`` is undefined).
+    """
+
+    name = "sarfa"
+
+    def __init__(self, agent: Agent, stride: int = 5, mask_sigma: float = 5.0, blur_sigma: float = 3.0,
+                 batch_size: int = 256) -> None:
+        super().__init__(agent, stride, mask_sigma, blur_sigma, output="logits", batch_size=batch_size)
+
+    def scores(self, base: torch.Tensor, perturbed: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """SARFA score of each grid point ``[B, n_grid**2]`` from logits ``base [B, A]`` and
+        ``perturbed [B, K, A]``."""
+        n_actions = base.shape[1]
+        if n_actions < 2:
+            return torch.zeros(perturbed.shape[:2], device=base.device)
+        a = actions.view(-1, 1)
+        p_a = base.softmax(dim=1).gather(1, a)  # [B, 1]
+        p_a_new = perturbed.softmax(dim=2).gather(2, a[:, :, None].expand(-1, perturbed.shape[1], 1)).squeeze(2)
+        d_p = p_a - p_a_new  # [B, K]
+        keep = torch.ones_like(base, dtype=torch.bool).scatter_(1, a, False)  # the other actions
+        rem = base[keep].view(len(base), 1, n_actions - 1).log_softmax(dim=2)
+        rem_new = perturbed[keep[:, None].expand_as(perturbed)].view(*perturbed.shape[:2], n_actions - 1)
+        rem_new = rem_new.log_softmax(dim=2)
+        kl = (rem.exp() * (rem - rem_new)).sum(dim=2)
+        k = 1.0 / (1.0 + kl)
+        s = 2 * k * d_p / (k + d_p)
+        return torch.where(d_p > 0, s, torch.zeros_like(s))
 
 
 class RISEExplainer:
