@@ -185,7 +185,19 @@ def test_gradcam_uses_the_last_conv_layer(tiny_agent, states):
     assert last_conv_layer(tiny_agent) is tiny_agent.encoder.net[4]
     assert make_explainer("gradcam", tiny_agent).layer is tiny_agent.encoder.net[4]
     with pytest.raises(ValueError, match="Conv2d"):
-        last_conv_layer(nn.Linear(2, 2))
+        last_conv_layer(ConvFreeAgent())
+
+
+class ConvFreeAgent(TorchAgent):
+    """Logits from a linear layer on the mean of each frame, plus a conv layer it never uses."""
+
+    def __init__(self) -> None:
+        super().__init__(2, ("A", "B"))
+        self.unused = nn.Conv2d(4, 1, 1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean(dim=(2, 3)))
 
 
 def test_clear_errors(tiny_agent, states):

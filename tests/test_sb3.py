@@ -85,6 +85,26 @@ def test_load_logits_act_and_gradient(algo: str, saved: dict, sb3_obs: np.ndarra
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("algo", list(SMALL))
+def test_every_explainer_runs_on_sb3_agents(algo: str, saved: dict, sb3_obs: np.ndarray) -> None:
+    """Grad-CAM hooks a layer the logits go through (not DQN's target network), and every other
+    explainer runs on the SB3 adapter too."""
+    from test_explainers import FAST
+
+    from xrlkit.explainers import EXPLAINERS, make_explainer
+
+    agent = load_sb3_agent(saved[algo][1], game="Breakout")
+    states, actions = sb3_to_xrlkit_obs(sb3_obs[:2]), np.array([0, 3])
+    layer = make_explainer("gradcam", agent).layer
+    if algo in ("dqn", "qrdqn"):
+        net = "q_net" if algo == "dqn" else "quantile_net"
+        assert any(layer is m for m in getattr(agent.policy, net).modules())
+        assert not any(layer is m for m in getattr(agent.policy, f"{net}_target").modules())
+    for name in (n for n in EXPLAINERS if n not in ("ife", "visionmask")):
+        sal = make_explainer(name, agent, **FAST.get(name, {})).explain(states, actions)
+        assert sal.shape == (2, 84, 84) and torch.isfinite(sal).all() and (sal >= 0).all(), name
+
+
 def test_sampling_act_mode_draws_from_the_policy(saved: dict, sb3_obs: np.ndarray, tmp_path: Path) -> None:
     """``act_mode="sample"`` draws actions with the policy's probabilities (what SB3's
     ``predict(deterministic=False)`` does); it is stored in the metadata and refused for Q-values."""

@@ -74,9 +74,20 @@ def torch_modules(agent: Agent) -> list[nn.Module]:
 
 
 def last_conv_layer(agent: Agent) -> nn.Conv2d:
-    """The last ``nn.Conv2d`` (in module registration order) among the agent's modules, the
-    usual Grad-CAM layer. Raises ``ValueError`` when the agent has none."""
+    """The last ``nn.Conv2d`` that computing the agent's logits runs through, the usual Grad-CAM
+    layer: found by one forward pass on a black state with hooks on every conv layer of the
+    agent's modules, so layers off the logits' path (an SB3 DQN's target network, a separate
+    value encoder) are never picked. Raises ``ValueError`` when the forward pass uses none."""
     convs = [m for root in torch_modules(agent) for m in root.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(agent).__name__} has no nn.Conv2d layer; pass layer= to Grad-CAM explicitly")
-    return convs[-1]
+    ran: list[nn.Conv2d] = []
+    hooks = [m.register_forward_hook(lambda module, inputs, output: ran.append(module)) for m in convs]
+    try:
+        with torch.no_grad():
+            agent.logits(torch.zeros(1, 4, *SALIENCY_SHAPE, device=agent.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not ran:
+        raise ValueError(f"{type(agent).__name__} computes its logits through no nn.Conv2d layer; "
+                         "pass layer= to Grad-CAM explicitly")
+    return ran[-1]

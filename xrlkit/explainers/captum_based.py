@@ -56,10 +56,9 @@ class IntegratedGradientsExplainer:
 
 class GradCAMExplainer:
     """Grad-CAM (Selvaraju et al. 2017), captum ``LayerGradCam`` on ``layer`` (default: the last
-    ``nn.Conv2d`` of the agent, see :func:`~xrlkit.explainers.base.last_conv_layer`), ReLU'd and
-    bilinearly upsampled to 84x84. Frames are mixed by the first conv already, so no frame rule.
-    Pass ``layer`` explicitly when the last registered conv is not on the logits' path (e.g. an
-    SB3 policy with a separate value-function encoder)."""
+    ``nn.Conv2d`` the logits are computed through, see
+    :func:`~xrlkit.explainers.base.last_conv_layer`), ReLU'd and bilinearly upsampled to 84x84.
+    Frames are mixed by the first conv already, so no frame rule."""
 
     name = "gradcam"
 
