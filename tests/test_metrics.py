@@ -282,3 +282,32 @@ def test_a_correct_explanation_beats_random_on_every_removal_metric():
     assert correct.beats_random.all(), correct[["value", "vs_random", "vs_random_low"]]
     sanity = metric_sanity(table)
     assert sanity.separates.all() and (sanity.explainers == 1).all()
+
+
+def test_ranks_and_bars_read_each_metric_in_its_direction(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from xrlkit import plotting
+    from xrlkit.metrics import explainer_ranks
+
+    table = pd.DataFrame([
+        {"explainer": e, "metric": m, "value": v, "higher_is_better": m != "deletion", "ci_low": v - 0.01,
+         "ci_high": v + 0.01, "beats_random": b}
+        for e, b, (ins, dele) in [("good", True, (0.8, 0.1)), ("poor", False, (0.5, 0.4)), ("random", None, (0.5, 0.5))]
+        for m, v in [("insertion", ins), ("deletion", dele)]
+    ])
+    ranks = explainer_ranks(table, ["insertion", "deletion"])
+    assert ranks.loc["good"].tolist() == [1, 1] and ranks.loc["random", "deletion"] == 3
+    assert ranks.loc["poor", "insertion"] == ranks.loc["random", "insertion"] == 2  # ties share the better rank
+    with pytest.raises(ValueError, match="no metric"):
+        explainer_ranks(table, ["road"])
+    fig = plotting.metric_bars(table, title="t")
+    ax = fig.axes[0]
+    assert ax.get_title() == "insertion (higher is better)" and fig.axes[1].get_title() == "deletion (lower is better)"
+    good, poor, rnd = ax.patches
+    assert rnd.get_facecolor()[:3] == matplotlib.colors.to_rgb("tab:red")
+    assert poor.get_hatch() == "//" and not good.get_hatch()
+    fig.savefig(tmp_path / "bars.png")

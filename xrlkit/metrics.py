@@ -431,3 +431,19 @@ def metric_sanity(table: pd.DataFrame) -> pd.DataFrame:
     out["beat_random"] = out["beat_random"].astype(int)
     out["separates"] = out["beat_random"] > 0
     return out
+
+
+def explainer_ranks(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rank of each explainer (1 = best, ties share the better rank) per metric of a table of
+    :func:`evaluate_explainers`, each metric read in its own direction: ``[explainers x metrics]``.
+    Put a classic metric beside its robust counterpart (``deletion`` / ``road_morf``,
+    ``srg`` / ``road``) to see whether they order the explainers the same way."""
+    metrics = list(metrics or table["metric"].unique())
+    missing = sorted(set(metrics) - set(table["metric"]))
+    if missing:
+        raise ValueError(f"the table has no metric {missing}; it has {sorted(table['metric'].unique())}")
+    ranks = {}
+    for m in metrics:
+        rows = table[table["metric"] == m].set_index("explainer")
+        ranks[m] = rows["value"].rank(ascending=not bool(rows["higher_is_better"].iloc[0]), method="min").astype(int)
+    return pd.DataFrame(ranks)

@@ -184,21 +184,45 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
     return fig
 
 
-def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
-    """Bar plot per metric of a tidy table with columns ``explainer``, ``metric``, ``value``
-    (one panel per metric, explainers on the x-axis; mean over rows when repeated)."""
+def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | None = None,
+                ncols: int = 5) -> Figure:
+    """Bar plot per metric of a tidy table of :func:`xrlkit.metrics.evaluate_explainers`
+    (columns ``explainer``, ``metric``, ``value``; one panel per metric, explainers on the
+    x-axis, mean over rows when repeated). Panel titles say which way is better. Where the
+    table has them, 95% intervals are drawn as error bars (``ci_low`` / ``ci_high``), the random
+    explainer is red and an explainer that does not beat random (``beats_random`` False) is
+    drawn hatched and pale."""
     import pandas as pd
 
     df = pd.DataFrame(table)
     metrics = list(metrics or df["metric"].unique())
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        sub = df[df["metric"] == metric].groupby("explainer", sort=False)["value"].mean()
-        ax.bar(sub.index, sub.values, color="tab:blue")
-        ax.set_title(metric, fontsize=10)
+    ncols = min(ncols, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        rows = df[df["metric"] == metric]
+        sub = rows.groupby("explainer", sort=False).agg(
+            value=("value", "mean"), **({"low": ("ci_low", "mean"), "high": ("ci_high", "mean")}
+                                        if "ci_low" in df else {}))
+        beats = (rows.groupby("explainer", sort=False)["beats_random"].agg(lambda b: bool(b.fillna(True).all()))
+                 if "beats_random" in df else pd.Series(True, index=sub.index))
+        colours = ["tab:red" if e == "random" else "tab:blue" if beats.get(e, True) else "lightsteelblue"
+                   for e in sub.index]
+        err = (np.stack([sub["value"] - sub["low"], sub["high"] - sub["value"]]).clip(min=0)
+               if "low" in sub else None)
+        bars = ax.bar(sub.index, sub["value"], color=colours, yerr=err, capsize=2, error_kw={"lw": 0.8})
+        for bar, e in zip(bars, sub.index):
+            if not beats.get(e, True):
+                bar.set_hatch("//")
+        better = rows["higher_is_better"].iloc[0] if "higher_is_better" in rows and len(rows) else None
+        arrow = "" if better is None else " (higher is better)" if better else " (lower is better)"
+        ax.set_title(metric + arrow, fontsize=9)
         ax.tick_params(axis="x", rotation=60, labelsize=8)
         ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title + ("\nred: random explainer; hatched: not better than random (95% CI)"
+                              if "beats_random" in df else ""))
     fig.tight_layout()
     return fig
