@@ -159,7 +159,7 @@ def test_evaluate_explainers_table(tiny_agent, states):
     assert set(table.explainer) == {"grad", "random"} and set(table.metric) == names
     assert table[table.explainer == "random"].beats_random.isna().all()
     t = table.set_index(["explainer", "metric"]).value
-    np.testing.assert_allclose(t["grad", "srg"], t["grad", "deletion_lerf"] - t["grad", "deletion"])
+    np.testing.assert_allclose(t["grad", "srg"], t["grad", "insertion"] - t["grad", "deletion"])
     np.testing.assert_allclose(t["grad", "road"], t["grad", "road_lerf"] - t["grad", "road_morf"])
 
 
@@ -184,7 +184,7 @@ def test_metric_errors(tiny_agent, states, grad_saliency):
     with pytest.raises(ValueError, match="top_q"):
         Accuracy(top_q=0)
     with pytest.raises(ValueError, match="unknown order"):
-        Deletion(order="middle")
+        ROAD(order="middle")
     with pytest.raises(ValueError, match="fractions"):
         ROAD(fractions=(0.5, 1.0))
     with pytest.raises(ValueError, match="random"):
@@ -212,17 +212,27 @@ def test_evaluate_explainers_command(tmp_path, tiny_agent):
     assert len(table) == 4 and (table.game == "Breakout").all()
     assert len(json.loads(out.with_suffix(".json").read_text())) == 4
     assert main(["evaluate-explainers", "--game", "Breakout", "--agent", str(ckpt), "--explainers", "nope"]) == 2
+    # the shipped expert and VisionMask by name, the background reference; unwritable --out fails first
+    shipped_out = tmp_path / "shipped.csv"
+    assert main(["evaluate-explainers", "--game", "Breakout", "--agent", "shipped", "--visionmask", "shipped",
+                 "--explainers", "visionmask,random", "--metrics", "accuracy,sparseness", "--reference", "background",
+                 "--n-states", "2", "--every", "1", "--out", str(shipped_out)]) == 0
+    assert set(pd.read_csv(shipped_out).explainer) == {"visionmask", "random"}
+    assert main(["evaluate-explainers", "--game", "Pong", "--agent", "shipped", "--visionmask", "shipped",
+                 "--out", str(shipped_out)]) == 2  # no Pong VisionMask ships
+    (tmp_path / "file").write_text("")
+    assert main(["evaluate-explainers", "--game", "Breakout", "--agent", str(ckpt),
+                 "--out", str(tmp_path / "file" / "t.csv")]) == 2
 
 
-def test_deletion_lerf_removes_the_least_salient_first(tiny_agent, states, grad_saliency):
-    a = np.array([0, 1, 2, 3])
-    lerf = Deletion(n_steps=5, order="lerf")
-    assert lerf.name == "deletion_lerf" and lerf.higher_is_better and not Deletion().higher_is_better
-    # a map whose value is each pixel's most-salient-first rank puts the least salient first
+def test_least_relevant_first_deletion_is_insertion(tiny_agent, states, grad_saliency):
+    """Why there is no deletion_lerf metric: deleting the least salient pixels first shows the
+    images insertion shows, in reverse order (reversing the ranking of a map with no ties)."""
+    a, n = np.array([0, 1, 2, 3]), 5
     rank = torch.stack([torch.from_numpy(np.argsort(np.argsort(-m.numpy().ravel(), kind="stable"))).float()
-                        for m in grad_saliency]).view(4, 84, 84)
-    np.testing.assert_allclose(lerf.curves(tiny_agent, states, a, grad_saliency),
-                               Deletion(n_steps=5).curves(tiny_agent, states, a, rank), rtol=1e-6)
+                        for m in grad_saliency]).view(4, 84, 84)  # high value = least salient
+    lerf = Deletion(n_steps=n).curves(tiny_agent, states, a, rank)
+    np.testing.assert_allclose(lerf, Insertion(n_steps=n).curves(tiny_agent, states, a, grad_saliency)[:, ::-1], rtol=1e-6)
 
 
 def test_imputation_keeps_kept_pixels_and_fills_from_neighbours():
@@ -273,12 +283,11 @@ def test_a_correct_explanation_beats_random_on_every_removal_metric():
     levels = 150 + torch.arange(8) * 12
     states[:, :, ROWS, COLS] = levels.view(8, 1, 1, 1).to(torch.uint8)
     agent = RegionAgent()
-    metrics = [Insertion(n_steps=10), Deletion(n_steps=10), Deletion(n_steps=10, order="lerf"),
-               ROAD("morf"), ROAD("lerf")]
+    metrics = [Insertion(n_steps=10), Deletion(n_steps=10), ROAD("morf"), ROAD("lerf")]
     table = evaluate_explainers(agent, states, [_RegionExplainer(), make_explainer("random", agent, seed=1)],
                                 metrics, actions=np.zeros(8, int))
     correct = table[table.explainer == "correct"].set_index("metric")
-    assert set(correct.index) == {"insertion", "deletion", "deletion_lerf", "road_morf", "road_lerf", "srg", "road"}
+    assert set(correct.index) == {"insertion", "deletion", "road_morf", "road_lerf", "srg", "road"}
     assert correct.beats_random.all(), correct[["value", "vs_random", "vs_random_low"]]
     sanity = metric_sanity(table)
     assert sanity.separates.all() and (sanity.explainers == 1).all()

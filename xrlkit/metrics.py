@@ -15,13 +15,12 @@ accuracy       high   1 if argmax on ``m*s + (1-m)*r`` equals the action, with `
                       saliency divided by its max (VisionMask's definition), else 0
 insertion      high   AUC of P(action) as pixels of s are inserted into r, most salient first
 deletion       low    AUC of P(action) as pixels of s are replaced by r, most salient first
-deletion_lerf  high   the same, least salient first
 road_morf      low    ROAD (Rong et al. 2022): mean P(action) with the most salient 10..90%
                       of pixels filled by noisy linear imputation instead of r
 road_lerf      high   the same, least salient first
 lle            low    local Lipschitz estimate of the explainer (Alvarez-Melis & Jaakkola 2018)
 sparseness     high   Gini index of the saliency (Chalasani et al. 2020, as in Quantus)
-srg            high   deletion_lerf - deletion, per state (derived, :data:`DERIVED_METRICS`)
+srg            high   insertion - deletion, per state (derived, :data:`DERIVED_METRICS`)
 road           high   road_lerf - road_morf, per state (derived)
 =============  =====  =====================================================================
 
@@ -148,8 +147,7 @@ def _order_ranks(saliency: torch.Tensor, order: str) -> torch.Tensor:
 
 
 class _PixelCurve:
-    """Shared code of :class:`Insertion` and :class:`Deletion`. ``order="lerf"`` moves the least
-    salient pixels first, which flips the metric's direction (its name gets a ``_lerf`` suffix)."""
+    """Shared code of :class:`Insertion` and :class:`Deletion`."""
 
     name = ""
     higher_is_better = True
@@ -157,16 +155,11 @@ class _PixelCurve:
 
     def __init__(
         self, n_steps: int = 20, reference: str = "black", background: torch.Tensor | None = None,
-        batch_size: int = 64, order: str = "morf",
+        batch_size: int = 64,
     ) -> None:
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-        _order_ranks(torch.zeros(1, *SALIENCY_SHAPE), order)
         self.n_steps, self.reference, self.background, self.batch_size = n_steps, reference, background, batch_size
-        self.order = order
-        if order == "lerf":
-            self.name = f"{type(self).name}_lerf"
-            self.higher_is_better = not type(self).higher_is_better
 
     @torch.no_grad()
     def curves(
@@ -176,7 +169,7 @@ class _PixelCurve:
         """``P(action)`` after each step, ``float64 [B, n_steps + 1]``; the x axis is
         ``linspace(0, 1, n_steps + 1)``, the share of pixels moved (see :func:`pixels_per_step`)."""
         x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
-        rank = _order_ranks(_check_saliency(saliency, len(x), x.device), self.order).view(len(x), 1, *SALIENCY_SHAPE)
+        rank = _ranks(_check_saliency(saliency, len(x), x.device)).view(len(x), 1, *SALIENCY_SHAPE)
         ref = make_reference(x, self.reference, self.background)
         counts = torch.tensor(pixels_per_step(self.n_steps), device=x.device)
         n_k = len(counts)
@@ -210,8 +203,11 @@ class Insertion(_PixelCurve):
 
 class Deletion(_PixelCurve):
     """Deletion AUC (Petsiuk et al. 2018): start from the state, replace its pixels by the
-    reference in decreasing saliency. Lower is better. ``order="lerf"`` (``deletion_lerf``)
-    deletes the least salient first: higher is better."""
+    reference in decreasing saliency. Lower is better.
+
+    Deleting the *least* salient pixels first (LeRF) shows exactly the images that insertion
+    shows, in reverse order, so with a fixed reference the LeRF deletion AUC is the insertion
+    AUC: the pair insertion / deletion already holds both orders (see ``srg``)."""
 
     name = "deletion"
     higher_is_better = False
@@ -321,7 +317,6 @@ class Sparseness:
 
 _METRICS: dict[str, Any] = {
     "accuracy": Accuracy, "insertion": Insertion, "deletion": Deletion,
-    "deletion_lerf": functools.partial(Deletion, order="lerf"),
     "road_morf": functools.partial(ROAD, order="morf"), "road_lerf": functools.partial(ROAD, order="lerf"),
     "lle": LocalLipschitzEstimate, "sparseness": Sparseness,
 }
@@ -342,7 +337,8 @@ def make_metric(name: str, **kwargs: Any) -> Metric:
 #: better). Both are the symmetric relevance gain of Blücher et al. (2024): a good map keeps the
 #: action when its least relevant pixels go (LeRF) and loses it when its most relevant go (MoRF),
 #: so the gap between the two orders cancels what removal does to the state regardless of order.
-DERIVED_METRICS: dict[str, tuple[str, str]] = {"srg": ("deletion_lerf", "deletion"), "road": ("road_lerf", "road_morf")}
+#: With a fixed reference the LeRF half is the insertion AUC (see :class:`Deletion`).
+DERIVED_METRICS: dict[str, tuple[str, str]] = {"srg": ("insertion", "deletion"), "road": ("road_lerf", "road_morf")}
 
 
 def mean_ci(scores: np.ndarray, seed: int = 0, n_resamples: int = 2000, level: float = 0.95) -> tuple[float, float]:

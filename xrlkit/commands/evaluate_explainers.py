@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
+from xrlkit.defaults import shipped
 from xrlkit.explainers import EXPLAINERS, Explainer, VisionMaskExplainer, make_explainer
 from xrlkit.games import resolve_game
 from xrlkit.evaluation import rollout
 from xrlkit.metrics import METRICS, SEEDED_METRICS, evaluate_explainers, make_metric, metric_sanity
+from xrlkit.references import REFERENCE_MODES, estimate_background
 
 DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 
@@ -19,12 +21,19 @@ DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-explainers", help="score saliency explainers with faithfulness metrics on real states")
     p.add_argument("--game", required=True, help="game the agent plays, e.g. Breakout")
-    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip)")
+    p.add_argument("--agent", required=True,
+                   help="agent checkpoint (.safetensors or SB3 .zip), a scripted agent's name, or 'shipped' "
+                        "for the game's shipped expert")
     p.add_argument("--explainers", default=DEFAULT_EXPLAINERS,
                    help=f"comma-separated, from {','.join(EXPLAINERS)} (default: {DEFAULT_EXPLAINERS}; "
                         "'ife' needs an IFE agent, 'visionmask' needs --visionmask)")
     p.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated, from {','.join(METRICS)}")
-    p.add_argument("--visionmask", default=None, help="VisionMask checkpoint, for the 'visionmask' explainer")
+    p.add_argument("--visionmask", default=None,
+                   help="VisionMask checkpoint for the 'visionmask' explainer, or 'shipped' for the game's shipped one")
+    p.add_argument("--reference", default="black", choices=REFERENCE_MODES,
+                   help="what accuracy / insertion / deletion put in place of removed pixels (default black; "
+                        "background: per-pixel median of the collected states)")
+    p.add_argument("--lle-samples", type=int, default=10, help="perturbations per state of the lle metric (default 10)")
     p.add_argument("--n-states", type=int, default=32, help="states collected by playing the agent (default 32)")
     p.add_argument("--seed", type=int, default=0, help="env, RISE, LIME, random-explainer, LLE, ROAD and bootstrap seed")
     p.add_argument("--epsilon", type=float, default=0.05, help="exploration while collecting states")
@@ -59,6 +68,15 @@ def _build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict
     return explainers
 
 
+def _metric_options(name: str, args: argparse.Namespace, reference: dict) -> dict:
+    options: dict = {"seed": args.seed} if name in SEEDED_METRICS else {}
+    if name in ("accuracy", "insertion", "deletion"):
+        options.update(reference)
+    if name == "lle":
+        options["n_samples"] = args.lle_samples
+    return options
+
+
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
 
@@ -67,6 +85,13 @@ def _run(args: argparse.Namespace) -> int:
     game = resolve_game(args.game)
     explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
     metric_names = _split(args.metrics, METRICS, "metrics")
+    for option in ("agent", "visionmask"):
+        if getattr(args, option) == "shipped":
+            role = "expert" if option == "agent" else "visionmask"
+            path = shipped(game, role)
+            if path is None:
+                raise ValueError(f"xrlkit ships no {role} model for {game}; pass a checkpoint to --{option}")
+            setattr(args, option, str(path))
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a .csv file path")
@@ -75,9 +100,11 @@ def _run(args: argparse.Namespace) -> int:
     if isinstance(agent, torch.nn.Module):
         agent.eval()
     explainers = _build_explainers(explainer_names, agent, args)
-    metrics = {m: make_metric(m, seed=args.seed) if m in SEEDED_METRICS else make_metric(m) for m in metric_names}
     states = rollout(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every,
                      protocol=agent_protocol(agent)).states
+    reference = {"reference": args.reference,
+                 "background": estimate_background(states) if args.reference == "background" else None}
+    metrics = {m: make_metric(m, **_metric_options(m, args, reference)) for m in metric_names}
     table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size, seed=args.seed)
     table.insert(5, "game", game)
     table.insert(6, "agent", str(args.agent))
