@@ -119,6 +119,16 @@ def check_out_dir(out_dir: str | Path) -> Path:
     return out
 
 
+def check_out_file(path: str | Path) -> Path:
+    """Check, before any work, that the file ``path`` can be written: not a folder, its folder
+    creatable and writable (:func:`check_out_dir`); a one-line ``ValueError`` otherwise."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"output {out} is a folder; give a file path")
+    check_out_dir(out.parent)
+    return out
+
+
 class StopFlag:
     """Turns SIGINT / SIGTERM into a flag a loop checks at a safe point (inside the ``with``
     block); the previous handlers come back on exit. A second Ctrl-C stops at once."""

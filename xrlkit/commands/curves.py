@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from xrlkit.runlog import check_out_file
+
     runs: dict[str, Path] = {}
     for item in args.runs:
         label, sep, folder = item.partition("=")
@@ -25,10 +27,7 @@ def _run(args: argparse.Namespace) -> int:
         if not (Path(folder) / "metrics.csv").is_file():
             raise FileNotFoundError(f"no metrics.csv in {folder}")
         runs[label] = Path(folder)
-    out = Path(args.out)
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ValueError(f"cannot write {out}: {out.parent} is a file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out_file(args.out)
     import matplotlib
 
     matplotlib.use("Agg")

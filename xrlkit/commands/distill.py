@@ -35,9 +35,11 @@ def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.distill import DistillConfig, distill
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.games import resolve_game
+    from xrlkit.runlog import check_out_dir
     from xrlkit.visionmask.model import agent_identity
 
     game = resolve_game(args.game)
+    check_out_dir(args.out)
     teacher = load_any_agent(args.teacher, game=game, device=args.device)
     cfg = DistillConfig(
         encoder=args.encoder, hidden=args.hidden, rounds=args.rounds, states_per_round=args.states_per_round,

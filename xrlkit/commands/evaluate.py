@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
@@ -30,8 +29,10 @@ def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.evaluation import evaluate
     from xrlkit.games import resolve_game
+    from xrlkit.runlog import check_out_file
 
     game = resolve_game(args.game)
+    out = check_out_file(args.json) if args.json else None
     agent = load_any_agent(args.agent, game=game, device=args.device, act_mode=args.act_mode)
     if isinstance(agent, torch.nn.Module):
         agent.eval()
@@ -39,9 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     result = evaluate(agent, game, args.episodes, protocol=args.protocol, epsilon=args.epsilon,
                       seed=args.seed, max_steps=args.max_steps)
     print(f"{game}: mean score {result.mean:.2f} over {len(result.returns)} episodes, HNS {result.hns:.3f}")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         out.write_text(json.dumps({**result.to_dict(), "agent": str(args.agent), "protocol": args.protocol,
                                    "seed": args.seed, "act_mode": getattr(agent, "act_mode", "greedy")}, indent=2))
         print(f"wrote {out}")

@@ -80,7 +80,7 @@ def _metric_options(name: str, args: argparse.Namespace, reference: dict) -> dic
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
 
-    from xrlkit.runlog import check_out_dir
+    from xrlkit.runlog import check_out_file
 
     game = resolve_game(args.game)
     explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
@@ -92,10 +92,7 @@ def _run(args: argparse.Namespace) -> int:
             if path is None:
                 raise ValueError(f"xrlkit ships no {role} model for {game}; pass a checkpoint to --{option}")
             setattr(args, option, str(path))
-    out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a .csv file path")
-    check_out_dir(out.parent)
+    out = check_out_file(args.out)
     agent = load_any_agent(args.agent, game=game, device=args.device)
     if isinstance(agent, torch.nn.Module):
         agent.eval()

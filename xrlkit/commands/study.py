@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from xrlkit.runlog import check_out_dir
+
+    check_out_dir(args.out)
     index = run_study(args.games, args.out, notebooks=args.notebooks, parameters=parse_key_values(args.param, "--param"),
                       workers=args.workers, timeout=args.timeout, command=shlex.join(["xrlkit", *sys.argv[1:]]))
     print(index.to_string(index=False))

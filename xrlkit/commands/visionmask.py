@@ -61,8 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _collect(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
+    from xrlkit.runlog import check_out_dir
     from xrlkit.visionmask import agent_identity, collect_states
 
+    check_out_dir(args.out)
     agent = load_any_agent(args.agent, game=args.game, device=args.device)
     out = collect_states(
         agent, args.game, args.n_states, args.out, epsilon=args.epsilon, seed=args.seed,
@@ -75,8 +77,10 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import load_any_agent
+    from xrlkit.runlog import check_out_dir
     from xrlkit.visionmask import StateDataset, TrainConfig, agent_identity, dataset_meta, train_visionmask
 
+    check_out_dir(args.out)
     game = dataset_meta(args.data)["game"]
     agent = load_any_agent(args.agent, game=game, device=args.device)
     cfg = TrainConfig(
@@ -101,8 +105,10 @@ def _explain(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import torch.nn.functional as F
 
+    from xrlkit.runlog import check_out_file
     from xrlkit.visionmask import StateDataset, load_visionmask
 
+    out = check_out_file(args.out)
     model = load_visionmask(args.model, device=args.device)
     data = StateDataset(args.data, args.split, load_frames=True)
     if len(data) == 0:
@@ -133,8 +139,6 @@ def _explain(args: argparse.Namespace) -> int:
             ax.set_yticks([])
     fig.colorbar(overlay, ax=axes, fraction=0.02, label="mask value (1 = kept)")
     fig.suptitle(f"VisionMask per-action masks ({model.game or 'unknown game'}, {model.backbone})", fontsize=9)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     print(f"figure written to {out}")

@@ -1,0 +1,51 @@
+"""Every command checks where it writes before any work: an output it cannot write gives a
+one-line error naming the output and exit code 2, before any input is even opened."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from xrlkit.cli import main
+
+#: each command with inputs that do not exist: if a command opened them before checking its
+#: output, the error would name them instead of the output
+COMMANDS = {
+    "train": ["train", "--game", "Pong", "--frames", "1000", "--out", "{bad}"],
+    "evaluate": ["evaluate", "--agent", "{missing}.zip", "--game", "Pong", "--json", "{bad}/r.json"],
+    "evaluate-explainers": ["evaluate-explainers", "--game", "Pong", "--agent", "{missing}.zip", "--out", "{bad}/t.csv"],
+    "curves": ["curves", "a={run}", "--out", "{bad}/c.png"],
+    "distill": ["distill", "--teacher", "{missing}.zip", "--game", "Pong", "--out", "{bad}"],
+    "study": ["study", "--games", "Pong", "--out", "{bad}"],
+    "visionmask collect": ["visionmask", "collect", "--agent", "{missing}.zip", "--game", "Pong", "--n-states", "8",
+                           "--out", "{bad}"],
+    "visionmask train": ["visionmask", "train", "--data", "{missing}", "--agent", "{missing}.zip", "--out", "{bad}"],
+    "visionmask explain": ["visionmask", "explain", "--model", "{missing}.safetensors", "--data", "{missing}",
+                           "--out", "{bad}/m.png"],
+}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+@pytest.mark.parametrize("where", ["under a file", "read-only folder"])
+def test_unwritable_output_fails_first(name: str, where: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("frames,train_return_recent\n")
+    if where == "under a file":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        bad = blocker / "out"
+    elif os.geteuid() == 0:  # root writes into read-only folders; nobody creates folders in /proc
+        bad = Path("/proc/xrlkit-read-only/out")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        bad = locked / "out"
+    argv = [a.format(bad=bad, missing=tmp_path / "missing", run=run) for a in COMMANDS[name]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad.parent) in err, err
+    assert not (tmp_path / "missing").exists()
