@@ -226,3 +226,11 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
                               if "beats_random" in df else ""))
     fig.tight_layout()
     return fig
+
+
+def stamp(fig: Figure, note: str) -> Figure:
+    """Write ``note`` in bold red above everything in ``fig`` (kept by ``bbox_inches="tight"``);
+    an empty note changes nothing."""
+    if note:
+        fig.text(0.5, 1.0, note, ha="center", va="bottom", color="red", fontsize=10, weight="bold", wrap=True)
+    return fig

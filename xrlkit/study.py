@@ -2,7 +2,9 @@
 
 Layout of a study folder ``OUT``::
 
-    OUT/index.json, OUT/index.md       one row per (game, notebook): status, seconds, output path
+    OUT/index.json, OUT/index.md       one row per (game, notebook): status, seconds, output path;
+                                       status "degenerate" where the game's agent is not competent
+                                       (:mod:`xrlkit.competence`), with the reason
     OUT/results.csv                    every result row all notebooks recorded, combined
     OUT/<Game>/<notebook>.ipynb        the executed notebook, outputs included
     OUT/<Game>/<notebook>.done|.failed marker: finished (skipped on re-run) / error text
@@ -27,6 +29,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from xrlkit.competence import competence_note
 from xrlkit.games import resolve_games
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -91,6 +94,17 @@ def record(out_dir: str | Path, name: str, rows: list[dict[str, Any]] | dict[str
     return path
 
 
+def save_figure(fig: Any, out_dir: str | Path, name: str, dpi: int = 120) -> Path:
+    """Save ``fig`` as ``out_dir/figures/<name>``, a game's study figure; when the game's agent is
+    not competent (:func:`xrlkit.competence.competence_note`) the warning is stamped on top."""
+    from xrlkit.plotting import stamp
+
+    path = Path(out_dir) / "figures" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp(fig, competence_note(out_dir)).savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
 def run_game(
     game: str,
     notebooks: dict[Path, dict[str, Any]],
@@ -132,6 +146,11 @@ def run_game(
         fail.unlink(missing_ok=True)
         done.write_text(json.dumps({"seconds": seconds}))
         rows.append({**row, "status": "done", "seconds": seconds})
+    note = competence_note(game_dir)
+    if note:  # finished, but on an agent whose explanations mean nothing: say so in the index
+        for r in rows:
+            if r["status"] in ("done", "skipped (done)"):
+                r.update(status="degenerate", note=note)
     return rows
 
 
@@ -191,7 +210,11 @@ def run_study(
                 rows += fut.result()
     index = pd.DataFrame(rows)
     (out / "index.json").write_text(index.to_json(orient="records", indent=1))
-    (out / "index.md").write_text(f"# Study index\n\n```\n{index.to_string(index=False)}\n```\n")
+    table = index.drop(columns=["note"], errors="ignore").to_string(index=False)
+    notes = index.dropna(subset=["note"]).drop_duplicates("game") if "note" in index else index.iloc[:0]
+    warnings = "".join(f"\n**{r.game}: {r.note}.** Its notebooks ran, but the agent they explain is not "
+                       "competent: treat its explanations and metrics as meaningless.\n" for r in notes.itertuples())
+    (out / "index.md").write_text(f"# Study index\n{warnings}\n```\n{table}\n```\n")
     results = combine_results(out)
     if not results.empty:
         results.to_csv(out / "results.csv", index=False)

@@ -1,0 +1,112 @@
+"""Is an agent competent enough for explanations of it to mean something?
+
+An explanation says why an agent chose its action. When the agent plays no better than random,
+or picks the same action whatever the screen shows, there is no "why": every explainer, random
+included, then scores alike and any map is as good as noise. :func:`assess_competence` measures
+what tells such an agent apart, the study records it (notebook 1 writes
+``results/competence.json``), and :func:`competence_note` gives the warning every later report
+and figure carries for it.
+
+An agent is **not competent** when its mean score is not above the random policy's
+(HNS <= 0; the reference scores of :data:`xrlkit.games.REFERENCE_SCORES`) or when one action is
+its preferred (argmax) action in at least :data:`TOP_ACTION_LIMIT` of the states.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xrlkit.agents.base import Agent, greedy_actions
+from xrlkit.evaluation import EvalResult
+from xrlkit.games import REFERENCE_SCORES
+
+#: share of states with one and the same preferred action from which an agent is degenerate
+TOP_ACTION_LIMIT = 0.95
+
+
+@dataclass(frozen=True)
+class Competence:
+    """What the agent scored and how it chose its actions over a set of states."""
+
+    game: str
+    score: float
+    """mean unclipped score of the evaluation episodes"""
+    episodes: int
+    random_score: float
+    human_score: float
+    hns: float
+    action_entropy: float
+    """entropy of the preferred actions' frequencies over the states, divided by log(n_actions): 0 = one action, 1 = all equally often"""
+    top_action: str
+    top_action_share: float
+    n_states: int
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the agent is not competent (empty when it is)."""
+        out = []
+        if not self.hns > 0:
+            out.append(f"scores {self.score:.1f}, no better than random ({self.random_score:.1f}; HNS {self.hns:.2f})")
+        if self.top_action_share >= TOP_ACTION_LIMIT:
+            out.append(f"chooses {self.top_action} in {self.top_action_share:.0%} of states")
+        return out
+
+    @property
+    def competent(self) -> bool:
+        return not self.reasons
+
+    def note(self) -> str:
+        """The warning for reports and figure titles ("" for a competent agent)."""
+        return _note("; ".join(self.reasons))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "competent": self.competent, "reasons": "; ".join(self.reasons)}
+
+
+def assess_competence(agent: Agent, result: EvalResult, states: np.ndarray, batch_size: int = 256) -> Competence:
+    """Competence of ``agent`` from its evaluation ``result`` (full episodes of ``result.game``)
+    and its preferred actions on ``states uint8 [N, 4, 84, 84]`` (states of its own play, spread
+    over whole episodes)."""
+    if not result.returns:
+        raise ValueError("the evaluation result holds no finished episode")
+    if len(states) == 0:
+        raise ValueError("need at least one state to measure how the agent chooses its actions")
+    actions = greedy_actions(agent, states, batch_size)
+    counts = np.bincount(actions, minlength=agent.n_actions)
+    freq = counts / counts.sum()
+    nonzero = freq[freq > 0]
+    entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(agent.n_actions)) if agent.n_actions > 1 else 0.0
+    top = int(counts.argmax())
+    random_score, human_score = REFERENCE_SCORES[result.game]
+    return Competence(
+        game=result.game, score=result.mean, episodes=len(result.returns), random_score=random_score,
+        human_score=human_score, hns=result.hns, action_entropy=entropy, top_action=agent.action_meanings[top],
+        top_action_share=float(freq[top]), n_states=len(states),
+    )
+
+
+def record_competence(out_dir: str | Path, competence: Competence) -> Path:
+    """Write ``out_dir/results/competence.json`` (a study result row, see :func:`xrlkit.study.record`)."""
+    from xrlkit.study import record
+
+    return record(out_dir, "competence", competence.to_dict())
+
+
+def read_competence(out_dir: str | Path) -> dict | None:
+    """The competence row recorded in ``out_dir`` by notebook 1, or ``None`` when there is none."""
+    path = Path(out_dir) / "results" / "competence.json"
+    return json.loads(path.read_text())[0] if path.is_file() else None
+
+
+def competence_note(out_dir: str | Path) -> str:
+    """The warning recorded for the agent of ``out_dir`` ("" when competent or not assessed)."""
+    row = read_competence(out_dir)
+    return "" if row is None else _note(row["reasons"])
+
+
+def _note(reasons: str) -> str:
+    return f"AGENT NOT COMPETENT, explanations are not meaningful: {reasons}" if reasons else ""
