@@ -6,6 +6,9 @@ Each explainer runs with its default parameters on ``--batch`` real Breakout sta
 policy's rollout) for an untrained Nature-CNN Q agent (the IFE attention explainer: an IFE Q
 agent); one warm-up call, then the median of ``--reps`` timed calls, divided by the batch size.
 Writes ``benchmarks/results/explainers-<device>.json``. Untrained weights do not change the cost.
+
+``captum-lime`` is captum's ``Lime`` with the same cells, samples, kernel and ridge surrogate as
+xrlkit's ``lime``, timed beside it: the reason xrlkit's LIME is its own batched code.
 """
 
 from __future__ import annotations
@@ -31,6 +34,35 @@ def time_explainer(explainer, states: torch.Tensor, actions: torch.Tensor, reps:
     return statistics.median(call_times(lambda: explainer.explain(states, actions), reps, device)) / len(states)
 
 
+class CaptumLime:
+    """captum's ``Lime`` set up as xrlkit's ``lime`` explainer (6-px cells, 1000 samples, black
+    reference, LIME's image kernel, ridge with alpha 1), for timing only."""
+
+    name = "captum-lime"
+
+    def __init__(self, agent, n_samples: int = 1000) -> None:
+        from captum._utils.models.linear_model import SkLearnRidge
+        from captum.attr import Lime
+        from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+        from xrlkit.explainers.surrogate import grid_segments
+
+        self.agent, self.n_samples = agent, n_samples
+        self.segments = grid_segments(6)
+        kernel = get_exp_kernel_similarity_function("cosine", kernel_width=0.25)
+        self._lime = Lime(lambda x: agent.logits(x).softmax(dim=1), interpretable_model=SkLearnRidge(alpha=1.0),
+                          similarity_func=kernel)
+
+    def explain(self, states, actions):
+        from xrlkit.explainers.base import prepare_inputs, reduce_frames
+
+        x, a = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
+        mask = self.segments.to(x.device).expand(len(x), 4, 84, 84)
+        attr = self._lime.attribute(x, baselines=torch.zeros_like(x), target=a, feature_mask=mask,
+                                    n_samples=self.n_samples, perturbations_per_eval=256)
+        return reduce_frames(attr)
+
+
 def bench(device: torch.device, batch: int, reps: int, note: str) -> dict:
     agents = {enc: QAgent(4, QNetConfig(encoder=enc), seed=0).eval().to(device) for enc in ("nature", "ife")}
     states = torch.as_tensor(rollout(RandomAgent(4), "Breakout", batch, seed=0).states).to(device)
@@ -43,6 +75,9 @@ def bench(device: torch.device, batch: int, reps: int, note: str) -> dict:
         sec = time_explainer(make_explainer(name, agent), states, torch.as_tensor(actions), reps, device)
         results[name] = {"seconds_per_state": round(sec, 6), "agent_encoder": "ife" if name == "ife" else "nature"}
         print(f"{device.type:5s} {name:10s} {sec * 1e3:10.2f} ms/state", flush=True)
+    sec = time_explainer(CaptumLime(agents["nature"]), states, torch.as_tensor(actions), reps, device)
+    results["captum-lime"] = {"seconds_per_state": round(sec, 6), "agent_encoder": "nature"}
+    print(f"{device.type:5s} captum-lime {sec * 1e3:9.2f} ms/state", flush=True)
     return {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),

@@ -51,3 +51,20 @@ def test_vector_env_benchmark_steps_ale():
     from bench_vector_envs import steps_per_s
 
     assert steps_per_s("ale", 2, 1, 5) > 0
+
+
+def test_captum_lime_baseline_explains_what_xrlkit_lime_explains():
+    """The timing baseline is a like-for-like LIME: on the region agent both peak in the region."""
+    import numpy as np
+    from bench_explainers import CaptumLime
+    from test_explainers import COLS, ROWS, RegionAgent
+
+    from xrlkit.explainers import make_explainer
+
+    states = np.zeros((1, 4, 84, 84), dtype=np.uint8)
+    states[:, :, ROWS, COLS] = 200
+    agent = RegionAgent()
+    for explainer in (CaptumLime(agent, n_samples=150), make_explainer("lime", agent, n_samples=150)):
+        sal = explainer.explain(states, np.zeros(1, int))
+        r, c = divmod(int(sal[0].argmax()), 84)
+        assert sal.shape == (1, 84, 84) and ROWS.start - 6 <= r < ROWS.stop + 6 and COLS.start - 6 <= c < COLS.stop + 6
