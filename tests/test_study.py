@@ -95,3 +95,35 @@ def test_every_parameter_of_the_study_notebooks_can_be_overridden(notebook: Path
                 for t in node.targets if isinstance(t, ast.Name)}
     assert {"game", "seed", "device", "out_dir"} <= assigned
     assert notebook_parameters(notebook) == assigned
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_a_study_with_one_line(tmp_path, workers):
+    """Ctrl-C in a terminal reaches the whole process group: the study stops with exit code 130
+    and one line saying what was kept, without tracebacks from workers or kernels."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_sleep.ipynb", "import pathlib, time\npathlib.Path(out_dir, 'started').write_text('')\n"
+                                      "time.sleep(120)", 'game = "Pong"\nout_dir = ""')
+    out = tmp_path / "study"
+    games = "Pong" if workers == 1 else "Pong,Breakout"
+    proc = subprocess.Popen([sys.executable, "-m", "xrlkit.cli", "study", "--notebook-dir", str(nbs), "--games", games,
+                             "--workers", str(workers), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    started = [out / g / "started" for g in games.split(",")]
+    deadline = time.time() + 90
+    while not all(p.exists() for p in started) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(p.exists() for p in started), proc.stderr.read().decode() if proc.poll() is not None else "no start"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "ZMQError" not in text, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and "run the same command again" in lines[0], text

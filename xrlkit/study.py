@@ -18,12 +18,14 @@ what earlier ones made (the agent, the VisionMask model). A failed notebook stop
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
+import subprocess
 import tempfile
 import time
 import traceback
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,6 +45,10 @@ def kernel_manager_class() -> type | None:
     ("Address already in use") and the notebook fails without running. On POSIX the kernels
     here talk over unix sockets at a unique path per kernel instead, which cannot collide.
     ``None`` (Windows, no unix sockets): papermill's default TCP manager.
+
+    The kernel process's own stderr (its application log, not the notebook's outputs, which
+    reach the executed notebook over the kernel's sockets) is discarded: when a study is stopped
+    with Ctrl-C the kernel logs a ``ZMQError`` traceback there as its sockets close under it.
     """
     if os.name == "nt":
         return None
@@ -55,6 +61,9 @@ def kernel_manager_class() -> type | None:
         @default("ip")
         def _unique_socket_prefix(self) -> str:  # sockets are <prefix>-<n>, removed at shutdown
             return os.path.join(tempfile.gettempdir(), f"xrlkit-kernel-{uuid.uuid4().hex[:12]}")
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": subprocess.DEVNULL})
 
     return UnixSocketKernelManager
 
@@ -204,10 +213,12 @@ def run_study(
         for game in names:
             rows += run_game(game, own, out, kernel, timeout)
     else:
-        with ProcessPoolExecutor(workers) as pool:
-            futures = [pool.submit(run_game, g, own, out, kernel, timeout) for g in names]
-            for fut in futures:
-                rows += fut.result()
+        # Workers ignore Ctrl-C; the parent gets it and leaving the block terminates them (their
+        # kernels exit when their parent process is gone, ipykernel's parent poller).
+        with multiprocessing.Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+            pending = [pool.apply_async(run_game, (g, own, out, kernel, timeout)) for g in names]
+            for result in pending:
+                rows += result.get()
     index = pd.DataFrame(rows)
     (out / "index.json").write_text(index.to_json(orient="records", indent=1))
     table = index.drop(columns=["note"], errors="ignore").to_string(index=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from xrlkit.cli import parse_key_values
-from xrlkit.study import run_study
+from xrlkit.study import NOTEBOOK_DIR, run_study
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter override, VALUE parsed as JSON when possible (repeatable)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
+    p.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR,
+                   help="folder of numbered notebooks NN_name.ipynb to run (default: xrlkit's study notebooks)")
     p.set_defaults(func=_run)
 
 
@@ -26,8 +29,14 @@ def _run(args: argparse.Namespace) -> int:
     from xrlkit.runlog import check_out_dir
 
     check_out_dir(args.out)
-    index = run_study(args.games, args.out, notebooks=args.notebooks, parameters=parse_key_values(args.param, "--param"),
-                      workers=args.workers, timeout=args.timeout, command=shlex.join(["xrlkit", *sys.argv[1:]]))
+    try:
+        index = run_study(args.games, args.out, notebooks=args.notebooks,
+                          parameters=parse_key_values(args.param, "--param"), workers=args.workers,
+                          timeout=args.timeout, notebook_dir=args.notebook_dir,
+                          command=shlex.join(["xrlkit", *sys.argv[1:]]))
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"finished notebooks are kept in {args.out} (marked .done); "
+                                "run the same command again to continue") from None
     print(index.to_string(index=False))
     print(f"index: {args.out}/index.md, combined results: {args.out}/results.csv")
     return int((index["status"] == "failed").any())
