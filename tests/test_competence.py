@@ -11,7 +11,7 @@ from test_study import _notebook
 
 from xrlkit.agents import TorchAgent
 from xrlkit.competence import (
-    TOP_ACTION_LIMIT, assess_competence, competence_note, read_competence, record_competence,
+    MIN_HNS, TOP_ACTION_LIMIT, assess_competence, competence_note, read_competence, record_competence,
 )
 from xrlkit.evaluation import EvalResult
 from xrlkit.games import REFERENCE_SCORES
@@ -43,13 +43,15 @@ def test_thresholds(varied_states):
     random_score, human_score = REFERENCE_SCORES["Pong"]
     good, poor = EvalResult("Pong", [10.0, 12.0]), EvalResult("Pong", [random_score - 0.5] * 3)
     ok = assess_competence(ChoiceAgent(), good, varied_states)
-    assert ok.competent and ok.note() == "" and ok.hns > 0
+    assert ok.competent and ok.note() == "" and ok.hns > MIN_HNS
     assert ok.action_entropy > 0.95 and ok.top_action_share < 0.2 and ok.n_states == 60 and ok.episodes == 2
     stuck = assess_competence(ChoiceAgent(fixed=3), good, varied_states)
     assert not stuck.competent and stuck.top_action == "LEFT" and stuck.top_action_share == 1.0
     assert stuck.action_entropy == 0.0 and "LEFT in 100% of states" in stuck.note()
     weak = assess_competence(ChoiceAgent(), poor, varied_states)
     assert not weak.competent and "no better than random" in weak.note()
+    barely = random_score + 0.04 * (human_score - random_score)  # above random, within chance
+    assert not assess_competence(ChoiceAgent(), EvalResult("Pong", [barely]), varied_states).competent
     # just under the limit is still competent; at the limit it is not
     n = 100
     mixed = np.zeros((n, 4, 84, 84), dtype=np.uint8)

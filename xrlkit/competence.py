@@ -7,9 +7,10 @@ what tells such an agent apart, the study records it (notebook 1 writes
 ``results/competence.json``), and :func:`competence_note` gives the warning every later report
 and figure carries for it.
 
-An agent is **not competent** when its mean score is not above the random policy's
-(HNS <= 0; the reference scores of :data:`xrlkit.games.REFERENCE_SCORES`) or when one action is
-its preferred (argmax) action in at least :data:`TOP_ACTION_LIMIT` of the states.
+An agent is **not competent** when its mean score is not clearly above the random policy's
+(HNS below :data:`MIN_HNS`, with the reference scores of :data:`xrlkit.games.REFERENCE_SCORES`;
+a few evaluation episodes of a random-like agent land a little above random by chance) or when
+one action is its preferred (argmax) action in at least :data:`TOP_ACTION_LIMIT` of the states.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from xrlkit.games import REFERENCE_SCORES
 
 #: share of states with one and the same preferred action from which an agent is degenerate
 TOP_ACTION_LIMIT = 0.95
+#: human-normalized score below which an agent plays no better than random: 5% of the way to human
+MIN_HNS = 0.05
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ class Competence:
     def reasons(self) -> list[str]:
         """Why the agent is not competent (empty when it is)."""
         out = []
-        if not self.hns > 0:
-            out.append(f"scores {self.score:.1f}, no better than random ({self.random_score:.1f}; HNS {self.hns:.2f})")
+        if not self.hns >= MIN_HNS:
+            out.append(f"scores {self.score:.1f}, no better than random ({self.random_score:.1f}; "
+                       f"HNS {self.hns:.2f} < {MIN_HNS})")
         if self.top_action_share >= TOP_ACTION_LIMIT:
             out.append(f"chooses {self.top_action} in {self.top_action_share:.0%} of states")
         return out

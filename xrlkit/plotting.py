@@ -232,5 +232,9 @@ def stamp(fig: Figure, note: str) -> Figure:
     """Write ``note`` in bold red above everything in ``fig`` (kept by ``bbox_inches="tight"``);
     an empty note changes nothing."""
     if note:
-        fig.text(0.5, 1.0, note, ha="center", va="bottom", color="red", fontsize=10, weight="bold", wrap=True)
+        import textwrap
+
+        width = max(40, int(fig.get_figwidth() * 11))  # characters of bold 10-pt text per line
+        fig.text(0.5, 1.0, textwrap.fill(note, width), ha="center", va="bottom", color="red", fontsize=10,
+                 weight="bold")
     return fig
