@@ -291,6 +291,28 @@ def test_counterfactual_flip_rates_on_a_known_agent() -> None:
     assert cf.action_remove_action.tolist() == [0] and not cf.flipped_away.any()
 
 
+def test_counterfactual_chart_shows_the_removal_its_title_names(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from xrlkit import plotting
+
+    bands = torch.zeros(3, 84, 84)
+    for a in range(3):
+        bands[a, :, 28 * a : 28 * (a + 1)] = 1
+    agent, states = BandAgent(), _band_states()
+    s = torch.as_tensor(states[:1]).repeat(3, 1, 1, 1)
+    cf = counterfactual(agent, FixedMasks(bands), s, torch.arange(3))
+    fig = plotting.counterfactual_chart(cf, ["A", "B", "C"], states[0], bands[0])
+    ax = fig.axes[1]
+    removed = [b for b in ax.patches if b.get_facecolor()[:3] == matplotlib.colors.to_rgb("tab:red")]
+    np.testing.assert_allclose([b.get_height() for b in removed], cf.probs_remove_action[0], rtol=1e-6)
+    assert "m[A] removed the agent now picks B (red)" in ax.get_title()
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels[:2] == ["original state", "m[A] removed"] and labels[2:] == [f"only m[{k}] kept" for k in "ABC"]
+    fig.savefig(tmp_path / "cf.png")
+
+
 # ---------------------------------------------------------------- CLI
 def test_cli_collect_train_explain(tiny_agent: QAgent, tmp_path: Path) -> None:
     from xrlkit.cli import main

@@ -228,6 +228,38 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
     return fig
 
 
+def counterfactual_chart(cf, meanings: Sequence[str], frame: np.ndarray | torch.Tensor,
+                         mask: np.ndarray | torch.Tensor) -> Figure:
+    """One state's counterfactuals (:class:`xrlkit.visionmask.Counterfactual` of one state
+    repeated once per alternative action ``k = 0..A-1``): left, the mask of the chosen action
+    ``a*`` over ``frame``; right, ``P(action)`` on the original state (black), with ``m[a*]``
+    removed (red), and with only ``m[k]`` kept, one bar group per action."""
+    a_star = int(cf.action[0])
+    removed_to = int(cf.action_remove_action[0])
+    n = len(meanings)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.4), gridspec_kw={"width_ratios": [1, 2.3]})
+    overlay(axes[0], frame, mask, title=f"mask of the chosen action {meanings[a_star]}")
+    x = np.arange(n)
+    width = 0.8 / (n + 2)
+    ax = axes[1]
+    ax.bar(x - 0.4 + width / 2, cf.probs[0], width, label="original state", color="black")
+    ax.bar(x - 0.4 + 1.5 * width, cf.probs_remove_action[0], width, label=f"m[{meanings[a_star]}] removed",
+           color="tab:red")
+    colours = plt.get_cmap("Blues")(np.linspace(0.35, 0.9, n))
+    for k in range(n):
+        ax.bar(x - 0.4 + width * (k + 2.5), cf.probs_keep_alt[k], width, color=colours[k],
+               label=f"only m[{meanings[k]}] kept")
+    ax.set_xticks(x, meanings, rotation=30)
+    ax.set_ylabel("P(action)")
+    ax.set_ylim(0, 1)
+    change = "still" if removed_to == a_star else "now"
+    ax.set_title(f"chosen: {meanings[a_star]}; with m[{meanings[a_star]}] removed the agent {change} "
+                 f"picks {meanings[removed_to]} (red)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
 def stamp(fig: Figure, note: str) -> Figure:
     """Write ``note`` in bold red above everything in ``fig`` (kept by ``bbox_inches="tight"``);
     an empty note changes nothing."""
