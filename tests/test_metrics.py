@@ -320,3 +320,20 @@ def test_ranks_and_bars_read_each_metric_in_its_direction(tmp_path):
     assert rnd.get_facecolor()[:3] == matplotlib.colors.to_rgb("tab:red")
     assert poor.get_hatch() == "//" and not good.get_hatch()
     fig.savefig(tmp_path / "bars.png")
+
+
+def test_bars_of_several_games_one_row_each():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from xrlkit import plotting
+
+    table = pd.DataFrame([{"game": g, "explainer": e, "metric": m, "value": 0.5, "higher_is_better": True}
+                          for g in ("Pong", "Breakout") for e in ("grad", "random") for m in ("insertion", "road")])
+    fig = plotting.metric_bars(table, marks={"Pong": "AGENT NOT COMPETENT"})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["Pong: insertion (higher is better)\nAGENT NOT COMPETENT", "Pong: road (higher is better)\nAGENT NOT COMPETENT",
+                      "Breakout: insertion (higher is better)", "Breakout: road (higher is better)"]
+    assert fig.axes[0].title.get_color() == "red" and fig.axes[2].title.get_color() == "black"

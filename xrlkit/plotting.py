@@ -184,23 +184,30 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
     return fig
 
 
-def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | None = None,
-                ncols: int = 5) -> Figure:
+def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | None = None, ncols: int = 5,
+                marks: Mapping[str, str] | None = None) -> Figure:
     """Bar plot per metric of a tidy table of :func:`xrlkit.metrics.evaluate_explainers`
     (columns ``explainer``, ``metric``, ``value``; one panel per metric, explainers on the
-    x-axis, mean over rows when repeated). Panel titles say which way is better. Where the
-    table has them, 95% intervals are drawn as error bars (``ci_low`` / ``ci_high``), the random
-    explainer is red and an explainer that does not beat random (``beats_random`` False) is
-    drawn hatched and pale."""
+    x-axis). With several games in a ``game`` column, one row of panels per game; otherwise the
+    panels wrap after ``ncols``. Panel titles say which way is better; ``marks`` maps a game to a
+    short warning shown in red in its panel titles. Where the table has them, 95% intervals are
+    drawn as error bars (``ci_low`` / ``ci_high``), the random explainer is red and an explainer
+    that does not beat random (``beats_random`` False) is drawn hatched and pale."""
     import pandas as pd
 
     df = pd.DataFrame(table)
     metrics = list(metrics or df["metric"].unique())
-    ncols = min(ncols, len(metrics))
-    nrows = -(-len(metrics) // ncols)
+    games = list(df["game"].unique()) if "game" in df and df["game"].nunique() > 1 else [None]
+    if games != [None]:
+        nrows, ncols = len(games), len(metrics)
+        panels = [(g, m) for g in games for m in metrics]
+    else:
+        ncols = min(ncols, len(metrics))
+        nrows = -(-len(metrics) // ncols)
+        panels = [(None, m) for m in metrics]
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
-    for ax, metric in zip(axes.flat, metrics):
-        rows = df[df["metric"] == metric]
+    for ax, (game, metric) in zip(axes.flat, panels):
+        rows = df[(df["metric"] == metric) & ((df["game"] == game) if game is not None else True)]
         sub = rows.groupby("explainer", sort=False).agg(
             value=("value", "mean"), **({"low": ("ci_low", "mean"), "high": ("ci_high", "mean")}
                                         if "ci_low" in df else {}))
@@ -216,10 +223,12 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
                 bar.set_hatch("//")
         better = rows["higher_is_better"].iloc[0] if "higher_is_better" in rows and len(rows) else None
         arrow = "" if better is None else " (higher is better)" if better else " (lower is better)"
-        ax.set_title(metric + arrow, fontsize=9)
+        mark = (marks or {}).get(game, "")
+        ax.set_title((f"{game}: " if game else "") + metric + arrow + (f"\n{mark}" if mark else ""), fontsize=9,
+                     color="red" if mark else "black")
         ax.tick_params(axis="x", rotation=60, labelsize=8)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     if title:
         fig.suptitle(title + ("\nred: random explainer; hatched: not better than random (95% CI)"
