@@ -204,7 +204,7 @@ def test_overlap_on_and_off_both_train(overlap: bool, tmp_path: Path) -> None:
     assert [int(r["steps"]) for r in rows(tmp_path)] == [96, 192]
 
 
-@pytest.mark.parametrize("encoder", ["nature", "ife"])
+@pytest.mark.parametrize("encoder", ["nature", "nature-attention", "ife"])
 def test_policy_agents_work_with_every_explainer(encoder: str) -> None:
     """What the PPO trainer makes is explained like any other agent (IFE: its own attention too)."""
     from xrlkit.explainers import EXPLAINERS, make_explainer
@@ -214,7 +214,7 @@ def test_policy_agents_work_with_every_explainer(encoder: str) -> None:
     actions = agent.logits(states).argmax(1).numpy()
     options = {"rise": {"n_masks": 20}, "ig": {"n_steps": 4}}
     for name in EXPLAINERS:
-        if name == "visionmask" or (name == "ife" and encoder != "ife"):
+        if name == "visionmask" or (name == "ife" and encoder == "nature"):
             continue
         maps = make_explainer(name, agent, **options.get(name, {})).explain(states, actions)
         assert tuple(maps.shape) == (2, 84, 84) and torch.isfinite(torch.as_tensor(maps)).all(), name

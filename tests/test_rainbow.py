@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.agents.rainbow import PRESETS, RainbowLearner, learning_curve, make_config, train
 from xrlkit.agents.replay import Batch, PrioritizedReplay
@@ -30,17 +31,19 @@ TINY = dict(preset="fastrainbow", encoder="nature", n_envs=2, batch_size=4, buff
             learning_starts_frames=400, target_update_frames=800, eval_episodes=0, progress=False)
 
 
-@pytest.mark.parametrize("encoder", ["nature", "impala", "ife"])
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
 def test_q_heads_on_every_encoder(encoder: str, breakout_states: np.ndarray) -> None:
     agent = QAgent(4, QNetConfig(encoder=encoder, noisy=True, atoms=51), seed=0).train()
     x = torch.as_tensor(breakout_states[:2]).float() / 255
     assert agent.dist_logits(x).shape == (2, 4, 51)
     q = agent.logits(breakout_states[:2])
     assert q.shape == (2, 4) and torch.isfinite(q).all()
-    if encoder == "ife":
+    if agent.has_attention:
         att = agent.encoder.attention
-        assert att.shape == (2, 14, 14)
+        assert att.shape == ((2, 14, 14) if encoder == "ife" else (2, 7, 7))
         torch.testing.assert_close(att.flatten(1).sum(1), torch.ones(2))
+        assert agent.attention(breakout_states[:2]).shape == (2, 84, 84)
+    assert agent.has_attention == (encoder in ("ife", "nature-attention"))
 
 
 def test_c51_projection_by_hand() -> None:

@@ -1,4 +1,5 @@
-"""Image encoders for stacked Atari frames: Nature CNN, IMPALA-CNN and IFE.
+"""Image encoders for stacked Atari frames: Nature CNN, the Nature CNN with soft attention,
+IMPALA-CNN and IFE.
 
 Every encoder takes ``float [B, C, 84, 84]`` in [0, 1] (``C`` stacked gray frames) and returns
 ``float [B, out_features]``. They are built by name through :func:`make_encoder`.
@@ -23,17 +24,21 @@ def _identity(module: nn.Module) -> nn.Module:
     return module
 
 
+def _nature_convs(in_channels: int) -> list[nn.Module]:
+    """The three convolutions of the Nature CNN with their ReLUs: ``[B, C, 84, 84] -> [B, 64, 7, 7]``."""
+    return [
+        nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+    ]
+
+
 class NatureCNN(nn.Module):
     """The DQN encoder of Mnih et al. (2015): three convolutions, 3136 features for 84x84 input."""
 
     def __init__(self, in_channels: int = 4) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
-            nn.Flatten(),
-        )
+        self.net = nn.Sequential(*_nature_convs(in_channels), nn.Flatten())
         self.out_features = 64 * 7 * 7
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +117,31 @@ class SoftAttention(nn.Module):
         return x * alpha.to(x.dtype).view(b, 1, height, width), alpha.view(b, height, width)
 
 
+class NatureAttentionCNN(nn.Module):
+    """The "CNN with attention" baseline of the IFE paper's comparison: the Nature CNN with one
+    soft spatial attention (:class:`SoftAttention`) over its last feature map, the attention
+    family of Sorokin et al. (2015) and Manchin et al. (2019).
+
+    Shapes: ``[B, C, 84, 84] -> [B, 3136]`` (as :class:`NatureCNN`); :attr:`attention` holds the
+    last attention ``[B, 7, 7]``, summing to 1. Each of the 7x7 cells sees a 36x36-px window
+    of the input (stride 8), against IFE's 14x14 cells of 6x6 px each: the coarseness the IFE
+    paper attributes to attention on top of a deep CNN. The attended map is multiplied by 49,
+    so uniform attention gives back the plain Nature features (and their scale at
+    initialisation), then flattened.
+    """
+
+    def __init__(self, in_channels: int = 4, attention_hidden: int = 512) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*_nature_convs(in_channels))
+        self.attend = SoftAttention(64, attention_hidden)
+        self.attention: torch.Tensor | None = None
+        self.out_features = 64 * 7 * 7
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weighted, self.attention = self.attend(self.convs(x))
+        return (weighted * (weighted.shape[2] * weighted.shape[3])).flatten(1)
+
+
 class HumanUnderstandableEncoding(nn.Module):
     """HUE: non-overlapping convolutions (k3 s3, k2 s2, k1) keep a 14x14 grid whose cells map to
     6x6-pixel patches of the 84x84 input, then one soft attention over the 196 cells.
@@ -173,11 +203,13 @@ def upsample_attention(attention: torch.Tensor, size: tuple[int, int] = (84, 84)
     return up / up.sum(dim=(1, 2), keepdim=True)
 
 
-ENCODERS: dict[str, type[nn.Module]] = {"nature": NatureCNN, "impala": ImpalaCNN, "ife": IFE}
+ENCODERS: dict[str, type[nn.Module]] = {
+    "nature": NatureCNN, "nature-attention": NatureAttentionCNN, "impala": ImpalaCNN, "ife": IFE,
+}
 
 
 def make_encoder(name: str, in_channels: int = 4, **kwargs: object) -> nn.Module:
-    """Build an encoder by name ("nature", "impala", "ife"); kwargs go to its constructor."""
+    """Build an encoder by name (a key of :data:`ENCODERS`); kwargs go to its constructor."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
     return ENCODERS[name](in_channels=in_channels, **kwargs)

@@ -54,7 +54,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xrlkit.agents.base import ActMode, as_obs_tensor, choose_actions
-from xrlkit.agents.encoders import make_encoder, upsample_attention
+from xrlkit.agents.encoders import ENCODERS, make_encoder, upsample_attention
 from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
@@ -563,8 +563,8 @@ def train_sb3(
     protocol = get_protocol(protocol).name
     if algo not in RLZOO_PRESETS:
         raise ValueError(f"train_sb3 supports algo in {sorted(RLZOO_PRESETS)}, got {algo!r}")
-    if encoder not in ("nature", "impala", "ife"):
-        raise ValueError(f"unknown encoder {encoder!r}; choose 'nature', 'impala' or 'ife'")
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
     preset = RLZOO_PRESETS[algo]
     n_envs = preset["n_envs"] if n_envs is None else n_envs
     if total_steps < 1 or n_envs < 1:
