@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from xrlkit.cli import parse_key_values
+from xrlkit.commands import parse_key_values
 from xrlkit.study import combine_results, kernel_manager_class, list_notebooks, notebook_parameters, run_study
 
 

@@ -8,28 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import pkgutil
 import sys
-from typing import Any
-
 import xrlkit
 import xrlkit.commands
-
-
-def parse_key_values(items: list[str], option: str) -> dict[str, Any]:
-    """``["frames=100", "device=cpu"]`` -> ``{"frames": 100, "device": "cpu"}``: each VALUE is
-    parsed as JSON when it is valid JSON, else kept as a string. ``option`` names the flag in errors."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

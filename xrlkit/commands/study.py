@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from xrlkit.cli import parse_key_values
+from xrlkit.commands import parse_key_values
 from xrlkit.study import NOTEBOOK_DIR, run_study
 
 

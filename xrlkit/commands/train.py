@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from xrlkit.agents.encoders import ENCODERS
-from xrlkit.cli import parse_key_values
+from xrlkit.commands import parse_key_values
 from xrlkit.runtime import ALLOCATORS, PRECISIONS
 
 #: ppo and rainbow are xrlkit's loops; sb3-ppo and recurrentppo train through Stable-Baselines3
