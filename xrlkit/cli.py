@@ -10,6 +10,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+
 import xrlkit
 import xrlkit.commands
 
