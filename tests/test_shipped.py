@@ -54,3 +54,15 @@ def test_shipped_visionmask_beats_random_saliency_on_insertion(entry):
         for name, kw in [("visionmask", {"model": model}), ("random", {"seed": 0})]
     }
     assert scores["visionmask"] > scores["random"], scores
+
+
+def test_find_model_prefers_shipped_then_the_study_ppo_expert(tmp_path):
+    from xrlkit.defaults import STUDY_TRAINED, find_model, shipped
+
+    assert find_model("Breakout", "expert", tmp_path) == shipped("Breakout", "expert")
+    with pytest.raises(FileNotFoundError, match="ppo-expert/agent.safetensors or .*rainbow-ife"):
+        find_model("Boxing", "expert", tmp_path)
+    for name in reversed(STUDY_TRAINED["expert"]):  # the toy Rainbow agent first, then the PPO expert
+        (tmp_path / name).parent.mkdir(parents=True)
+        (tmp_path / name).write_bytes(b"")
+        assert find_model("Boxing", "expert", tmp_path) == tmp_path / name

@@ -35,16 +35,27 @@ def shipped(game: str, role: str) -> Path | None:
     return None
 
 
-def find_model(game: str, role: str, out_dir: str | Path, trained_name: str) -> Path:
-    """The model a notebook should use: the shipped one for ``game`` / ``role`` if there is one,
-    else ``out_dir/trained_name`` (made by an earlier notebook). Clear error if neither exists."""
+#: where the study notebooks put the models they train, per role, most preferred first:
+#: notebook 1's PPO expert (trained when ``expert_frames > 0``), else its Rainbow agent with the
+#: IFE encoder (a few hundred frames by default: a toy)
+STUDY_TRAINED: dict[str, tuple[str, ...]] = {
+    "expert": ("ppo-expert/agent.safetensors", "rainbow-ife/agent.safetensors"),
+    "ife": ("rainbow-ife/agent.safetensors",),
+}
+
+
+def find_model(game: str, role: str, out_dir: str | Path) -> Path:
+    """The model a study notebook should use: the shipped one for ``game`` / ``role`` if there
+    is one, else the first of :data:`STUDY_TRAINED` that an earlier notebook made in ``out_dir``.
+    Clear error if none exists."""
     path = shipped(game, role)
     if path is not None:
         return path
-    trained = Path(out_dir) / trained_name
-    if trained.exists():
-        return trained
+    candidates = [Path(out_dir) / name for name in STUDY_TRAINED[role]]
+    for trained in candidates:
+        if trained.exists():
+            return trained
     raise FileNotFoundError(
-        f"no shipped {role} model for {resolve_game(game)} and none trained at {trained}; "
-        "run the earlier study notebooks first (xrlkit study runs them in order)"
+        f"no shipped {role} model for {resolve_game(game)} and none trained at "
+        f"{' or '.join(map(str, candidates))}; run the earlier study notebooks first (xrlkit study runs them in order)"
     )
