@@ -109,7 +109,8 @@ print(({iterations} * 1024) / (time.perf_counter() - start))
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=5, help="timed PPO iterations of 1024 steps per configuration")
-    p.add_argument("--encoders", default="nature,ife,impala", help="xrlkit encoders to time with the chosen runtime")
+    p.add_argument("--encoders", default="nature,nature-attention,ife,impala",
+                   help="xrlkit encoders to time with the chosen runtime")
     p.add_argument("--note", default="", help="free text stored with the results")
     args = p.parse_args()
     info = cpu_info()
