@@ -103,9 +103,7 @@ class Accuracy:
         """The kept-pixel mask ``[B, 84, 84]`` in [0, 1] for ``saliency [B, 84, 84]``."""
         if self.top_q is None:
             return normalise_by_max(saliency)
-        k = max(1, int(round(self.top_q * N_PIXELS)))
-        rank = _ranks(saliency)
-        return (rank < k).float().view_as(saliency)
+        return top_pixels(saliency, self.top_q).float()
 
     def __call__(
         self, agent: Agent, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor,
@@ -128,6 +126,13 @@ def _ranks(saliency: torch.Tensor) -> torch.Tensor:
     return rank
 
 
+def top_pixels(saliency: torch.Tensor, share: float) -> torch.Tensor:
+    """Boolean mask, shaped as ``saliency [B, ...]``, of the ``share`` most salient pixels of each
+    map (``round(share * pixels)``, at least one; ties in raster order, see :func:`_ranks`)."""
+    k = max(1, int(round(share * saliency[0].numel())))
+    return (_ranks(saliency) < k).view_as(saliency)
+
+
 def pixels_per_step(n_steps: int) -> list[int]:
     """How many pixels are inserted / deleted at step ``k = 0..n_steps``: ``round(k * 7056 / n_steps)``."""
     return [int(round(k * N_PIXELS / n_steps)) for k in range(n_steps + 1)]
@@ -138,10 +143,8 @@ ORDERS = ("morf", "lerf")
 
 
 def _order_ranks(saliency: torch.Tensor, order: str) -> torch.Tensor:
-    """Pixel ranks ``[B, 7056]`` in the removal order: ``"morf"`` most relevant first (see
-    :func:`_ranks`), ``"lerf"`` least relevant first (the reverse)."""
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose one of {ORDERS}")
+    """Pixel ranks ``[B, 7056]`` in the removal order (one of :data:`ORDERS`): ``"morf"`` most
+    relevant first (see :func:`_ranks`), ``"lerf"`` least relevant first (the reverse)."""
     rank = _ranks(saliency)
     return rank if order == "morf" else N_PIXELS - 1 - rank
 
@@ -266,7 +269,8 @@ class ROAD:
 
     def __init__(self, order: str = "morf", fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
                  noise: float = 0.01, seed: int = 0, batch_size: int = 64) -> None:
-        _order_ranks(torch.zeros(1, *SALIENCY_SHAPE), order)
+        if order not in ORDERS:
+            raise ValueError(f"unknown order {order!r}; choose one of {ORDERS}")
         if not fractions or not all(0 < f < 1 for f in fractions):
             raise ValueError(f"fractions must lie in (0, 1), got {tuple(fractions)}")
         self.order, self.fractions, self.noise, self.seed, self.batch_size = order, tuple(fractions), noise, seed, batch_size

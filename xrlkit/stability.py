@@ -21,6 +21,7 @@ import torch
 
 from xrlkit.agents.base import Agent, greedy_actions
 from xrlkit.explainers.base import Explainer
+from xrlkit.metrics import top_pixels
 
 
 def map_agreement(a: torch.Tensor, b: torch.Tensor, top: float = 0.1) -> dict[str, np.ndarray]:
@@ -39,9 +40,7 @@ def map_agreement(a: torch.Tensor, b: torch.Tensor, top: float = 0.1) -> dict[st
     ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
     den = ra.norm(dim=1) * rb.norm(dim=1)
     spearman = torch.where(den > 0, (ra * rb).sum(dim=1) / den.clamp_min(1e-300), torch.zeros_like(den))
-    k = max(1, int(round(top * fa.shape[1])))
-    ta = torch.zeros_like(fa, dtype=torch.bool).scatter_(1, fa.topk(k, dim=1).indices, True)
-    tb = torch.zeros_like(fb, dtype=torch.bool).scatter_(1, fb.topk(k, dim=1).indices, True)
+    ta, tb = top_pixels(fa, top), top_pixels(fb, top)
     iou = (ta & tb).sum(dim=1).double() / (ta | tb).sum(dim=1).double()
     return {"spearman": spearman.numpy(), "top_iou": iou.numpy()}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
@@ -79,7 +78,6 @@ def _metric_options(name: str, args: argparse.Namespace, reference: dict) -> dic
 
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
-
     from xrlkit.runlog import check_out_file
 
     game = resolve_game(args.game)

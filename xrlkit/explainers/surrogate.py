@@ -71,6 +71,7 @@ class LIMEExplainer:
         d = 1.0 - cos
         self.patterns = z  # [n_samples, F]
         self.weights = torch.sqrt(torch.exp(-(d**2) / kernel_width**2))  # [n_samples]
+        self.masks = z.float()[:, self.segments]  # [n_samples, 84, 84]: 1 where a cell is on
 
     def _surrogate(self, y: torch.Tensor) -> torch.Tensor:
         """Weighted ridge coefficients ``[B, F]`` for targets ``y [B, n_samples]`` (float64)."""
@@ -84,7 +85,7 @@ class LIMEExplainer:
     def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         x, a = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
         ref = make_reference(x, self.reference, self.background)
-        on = self.patterns.to(x.device, torch.float32)[:, self.segments.to(x.device)]  # [S, 84, 84]
+        on = self.masks.to(x.device)
         y = torch.empty(len(x) * self.n_samples, device=x.device)
         pairs = torch.arange(len(x) * self.n_samples, device=x.device)
         for chunk in pairs.split(self.batch_size):
