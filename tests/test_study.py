@@ -114,7 +114,10 @@ def test_ctrl_c_stops_a_study_with_one_line(tmp_path, workers):
     games = "Pong" if workers == 1 else "Pong,Breakout"
     proc = subprocess.Popen([sys.executable, "-m", "xrlkit.cli", "study", "--notebook-dir", str(nbs), "--games", games,
                              "--workers", str(workers), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            # as in a terminal: a test run started in the background (nohup, &)
+                            # ignores SIGINT, and a child would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = [out / g / "started" for g in games.split(",")]
     deadline = time.time() + 90
     while not all(p.exists() for p in started) and proc.poll() is None and time.time() < deadline:
