@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from xrlkit.checkpoint import load_tensors, save_tensors
-from xrlkit.defaults import MODELS_DIR
+from xrlkit.defaults import MODELS_DIR, shipped
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 
@@ -35,6 +35,9 @@ from xrlkit.games import resolve_game
 def _update_manifest(entry: dict) -> None:
     path = MODELS_DIR / "manifest.json"
     entries = json.loads(path.read_text()) if path.exists() else []
+    for old in entries:  # a replaced model whose file name changed leaves no orphan file behind
+        if (old["game"], old["role"]) == (entry["game"], entry["role"]) and old["file"] != entry["file"]:
+            (MODELS_DIR / old["file"]).unlink(missing_ok=True)
     entries = [e for e in entries if (e["game"], e["role"]) != (entry["game"], entry["role"])] + [entry]
     path.write_text(json.dumps(sorted(entries, key=lambda e: (e["game"], e["role"])), indent=1) + "\n")
 
@@ -101,8 +104,14 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
 
 def ship_visionmask(src: Path, game: str, command: str) -> dict:
     from xrlkit.visionmask import load_visionmask
+    from xrlkit.visionmask.model import file_sha256
 
     tensors, meta = load_tensors(src)
+    expert = shipped(game, "expert")
+    trained_on = meta.get("agent", {}).get("sha256")
+    if expert is None or trained_on != file_sha256(expert):
+        raise SystemExit(f"{src} explains the agent {meta.get('agent', {}).get('path')!r}, not {game}'s shipped expert "
+                         f"({expert}); train it with --agent shipped")
     half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     dst = MODELS_DIR / f"{game}-visionmask.safetensors"
     save_tensors(dst, half, {**meta, "stored_dtype": "float16", "command": command})

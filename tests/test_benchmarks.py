@@ -68,3 +68,25 @@ def test_captum_lime_baseline_explains_what_xrlkit_lime_explains():
         sal = explainer.explain(states, np.zeros(1, int))
         r, c = divmod(int(sal[0].argmax()), 84)
         assert sal.shape == (1, 84, 84) and ROWS.start - 6 <= r < ROWS.stop + 6 and COLS.start - 6 <= c < COLS.stop + 6
+
+
+def test_expected_duration_reads_the_closest_measured_row(tmp_path: Path) -> None:
+    import json
+
+    from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, resolve_runtime
+
+    rt = resolve_runtime("cpu", precision="fp32", channels_last=True)
+    rows = [{"machine": {"cpu": "Test CPU", "cores": 2}},
+            {"trainer": "sb3", "algo": "ppo", "encoder": "nature", "precision": "fp32", "agent_steps_per_s": 1.0},
+            {"trainer": "xrlkit", "algo": "ppo", "encoder": "nature", "precision": "fp32", "allocator": "tcmalloc",
+             "channels_last": True, "overlap": True, "agent_steps_per_s": 600.0},
+            {"trainer": "xrlkit", "algo": "ppo", "encoder": "nature", "precision": "fp32", "allocator": rt.allocator,
+             "channels_last": True, "overlap": rt.overlap, "agent_steps_per_s": 500.0},
+            {"trainer": "xrlkit", "algo": "ppo", "encoder": "nature", "precision": "bf16", "agent_steps_per_s": 900.0}]
+    bench = tmp_path / "train.json"
+    bench.write_text(json.dumps(rows))
+    line = expected_duration("ppo", "nature", 300_000, rt, bench)  # 300k steps / 500 per s = 10 min
+    assert "about 10 min" in line and "500 steps/s" in line and "Test CPU" in line
+    assert "no row for ppo/ife in fp32" in expected_duration("ppo", "ife", 1000, rt, bench)
+    assert "no training benchmark" in expected_duration("ppo", "nature", 1000, rt, tmp_path / "absent.json")
+    assert "steps/s the training benchmark measured" in expected_duration("ppo", "nature", 1000, rt, TRAIN_BENCHMARK)

@@ -43,6 +43,16 @@ def test_shipped_agent_beats_random_play(entry):
 
 
 @pytest.mark.parametrize("entry", MASKS, ids=lambda m: m["game"])
+def test_shipped_visionmask_explains_the_shipped_expert(entry):
+    """A VisionMask is trained against one frozen agent; shipped beside another it explains nothing."""
+    from xrlkit.checkpoint import read_meta
+    from xrlkit.visionmask.model import file_sha256
+
+    trained_on = read_meta(MODELS_DIR / entry["file"])["agent"]
+    assert trained_on["sha256"] == file_sha256(shipped(entry["game"], "expert")), trained_on
+
+
+@pytest.mark.parametrize("entry", MASKS, ids=lambda m: m["game"])
 def test_shipped_visionmask_beats_random_saliency_on_insertion(entry):
     agent = load_any_agent(shipped(entry["game"], "expert"), game=entry["game"])
     model = load_visionmask(MODELS_DIR / entry["file"], agent)

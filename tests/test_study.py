@@ -69,6 +69,18 @@ def test_study_command_reaches_notebooks_that_record_it(tmp_path):
     assert recorded == [["xrlkit study --games Pong --param seed=3"], ["given"]]
 
 
+def test_study_says_how_long_expert_training_should_take(tmp_path, capsys):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_train.ipynb", "pass", 'game = "Pong"\nout_dir = ""\nexpert_frames = 0')
+    run_study("Breakout,Seaquest", tmp_path / "a", notebook_dir=nbs, parameters={"expert_frames": 400_000})
+    said = capsys.readouterr().out
+    assert "PPO expert of 400,000 frames for each of 1 game(s)" in said  # Breakout ships one, Seaquest not
+    assert "expected time: about" in said and "100,000 agent steps" in said
+    run_study("Seaquest", tmp_path / "b", notebook_dir=nbs)  # no training asked: nothing said
+    assert "expected time" not in capsys.readouterr().out
+
+
 @pytest.mark.skipif(os.name == "nt", reason="unix sockets are POSIX only; Windows keeps TCP")
 def test_parallel_kernels_get_their_own_unix_sockets():
     # Parallel workers picking TCP ports at once could draw the same one and fail a notebook.

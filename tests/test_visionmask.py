@@ -195,6 +195,29 @@ def test_collection_resumes(tiny_agent: QAgent, tmp_path: Path) -> None:
         collect_states(tiny_agent, "Breakout", 20, tmp_path, max_episode_steps=5, shard_size=3, progress=False)
 
 
+def test_every_keeps_every_kth_state_of_longer_episodes(tiny_agent: QAgent, tmp_path: Path) -> None:
+    collect_states(tiny_agent, "Breakout", 12, tmp_path, max_episode_steps=9, every=3, shard_size=5, progress=False)
+    index = json.loads((tmp_path / "index.json").read_text())
+    steps = np.concatenate([np.load(tmp_path / e["file"])["step"] for e in index["shards"]])
+    assert len(steps) == 12 and set(steps.tolist()) == {0, 3, 6}  # 3 kept states from each 9-step episode
+    assert len({e["episode"] for e in index["shards"]}) == 4
+    with pytest.raises(ValueError, match="other settings"):  # a dataset keeps one spacing
+        collect_states(tiny_agent, "Breakout", 20, tmp_path, max_episode_steps=9, every=2, shard_size=5, progress=False)
+
+
+def test_collect_command_takes_the_shipped_expert(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from xrlkit.cli import main
+    from xrlkit.visionmask import dataset_meta
+
+    out = tmp_path / "data"
+    assert main(["visionmask", "collect", "--agent", "shipped", "--game", "Breakout", "--n-states", "4",
+                 "--max-episode-steps", "8", "--every", "2", "--out", str(out)]) == 0
+    assert dataset_meta(out)["agent"]["path"].endswith("Breakout-ppo-expert.zip")
+    assert main(["visionmask", "collect", "--agent", "shipped", "--game", "Seaquest", "--n-states", "4",
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "ships no expert model for Seaquest" in capsys.readouterr().err
+
+
 def test_corrupted_or_tampered_data_fails_clearly(dataset_dir: Path, tiny_agent: QAgent, tmp_path: Path) -> None:
     import shutil
 

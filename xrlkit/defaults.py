@@ -35,6 +35,19 @@ def shipped(game: str, role: str) -> Path | None:
     return None
 
 
+def model_path(spec: str | Path, game: str, role: str) -> str:
+    """The checkpoint a command-line ``--agent`` / ``--visionmask`` value names: ``spec`` itself,
+    or for ``"shipped"`` the game's shipped ``role`` model (``ValueError`` if none ships)."""
+    if str(spec) != "shipped":
+        return str(spec)
+    path = shipped(game, role)
+    if path is None:
+        have = sorted({e["game"] for e in shipped_models() if e["role"] == role})
+        raise ValueError(f"xrlkit ships no {role} model for {resolve_game(game)} (it ships one for: "
+                         f"{', '.join(have) or 'no game'}); pass a checkpoint instead of 'shipped'")
+    return str(path)
+
+
 #: where the study notebooks put the models they train, per role, most preferred first:
 #: notebook 1's PPO expert (trained when ``expert_frames > 0``), else its Rainbow agent with the
 #: IFE encoder (a few hundred frames by default: a toy)

@@ -32,7 +32,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from xrlkit.competence import competence_note
+from xrlkit.defaults import shipped
 from xrlkit.games import resolve_games
+from xrlkit.runtime import expected_duration, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -208,6 +210,11 @@ def run_study(
                 own[nb].setdefault("command", command)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    untrained = [g for g in names if shipped(g, "expert") is None]
+    if int(params.get("expert_frames", 0) or 0) > 0 and untrained:
+        frames = int(params["expert_frames"])
+        print(f"notebook 1 trains a PPO expert of {frames:,} frames for each of {len(untrained)} game(s) without a "
+              f"shipped one; " + expected_duration("ppo", "nature", frames // 4, resolve_runtime()), flush=True)
     rows: list[dict[str, Any]] = []
     if workers <= 1:
         for game in names:

@@ -53,7 +53,7 @@ from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.presets import config_from_preset
 from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run
-from xrlkit.runtime import Runtime, resolve_runtime
+from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
 
 
 @dataclass
@@ -281,6 +281,7 @@ def train(
         return {"eval_mean": res.mean, "eval_hns": res.hns, "eval_episodes": len(res.returns)}
 
     print(rt.describe(), file=sys.stderr)
+    print(expected_duration("ppo", encoder, max(0, n_iterations * batch - counters["steps"]), rt), file=sys.stderr)
     bar = tqdm(total=n_iterations * batch, initial=min(counters["steps"], n_iterations * batch), unit="step",
                desc=f"ppo {encoder} {game}", disable=not progress, dynamic_ncols=True)
     t_start = time.perf_counter()

@@ -53,7 +53,7 @@ from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.presets import config_from_preset
 from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, read_curve
-from xrlkit.runtime import Runtime, resolve_runtime
+from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
 
 
 @dataclass
@@ -423,6 +423,7 @@ def train(
     # (a full ring always holds a few unsampleable transitions, hence the cap at half of it)
     learn_start = max(1, min(cfg.learning_starts_frames // skip, buffer.capacity // 2))
     print(rt.describe(), file=sys.stderr)
+    print(expected_duration("rainbow", encoder, max(0, total_frames // skip - counters["env_steps"]), rt), file=sys.stderr)
     t0 = time.perf_counter()
     bar = tqdm(total=total_frames // skip, initial=counters["env_steps"], unit="step",
                desc=f"rainbow {game}", disable=not progress, dynamic_ncols=True)

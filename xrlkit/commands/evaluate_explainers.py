@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from xrlkit.defaults import shipped
+from xrlkit.defaults import model_path
 from xrlkit.explainers import EXPLAINERS, Explainer, VisionMaskExplainer, make_explainer
 from xrlkit.games import resolve_game
 from xrlkit.evaluation import rollout
@@ -83,13 +83,9 @@ def _run(args: argparse.Namespace) -> int:
     game = resolve_game(args.game)
     explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
     metric_names = _split(args.metrics, METRICS, "metrics")
-    for option in ("agent", "visionmask"):
-        if getattr(args, option) == "shipped":
-            role = "expert" if option == "agent" else "visionmask"
-            path = shipped(game, role)
-            if path is None:
-                raise ValueError(f"xrlkit ships no {role} model for {game}; pass a checkpoint to --{option}")
-            setattr(args, option, str(path))
+    args.agent = model_path(args.agent, game, "expert")
+    if args.visionmask is not None:
+        args.visionmask = model_path(args.visionmask, game, "visionmask")
     out = check_out_file(args.out)
     agent = load_any_agent(args.agent, game=game, device=args.device)
     if isinstance(agent, torch.nn.Module):

@@ -13,21 +13,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="vm_command", required=True, metavar="STEP")
 
     p = sub.add_parser("collect", help="roll an agent out and store a state dataset (resumable)")
-    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip)")
+    p.add_argument("--agent", required=True, help="agent checkpoint (.safetensors or SB3 .zip), or 'shipped' for the game's shipped expert")
     p.add_argument("--game", required=True)
     p.add_argument("--n-states", type=int, required=True)
     p.add_argument("--out", required=True, help="dataset directory (re-run to continue)")
     p.add_argument("--epsilon", type=float, default=0.0, help="exploration of the rollout policy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--protocol", default=None, help="env protocol; default: the one the agent was trained under")
-    p.add_argument("--max-episode-steps", type=int, default=1000)
+    p.add_argument("--max-episode-steps", type=int, default=1000, help="agent steps after which an episode is cut")
+    p.add_argument("--every", type=int, default=1, help="keep every k-th state, so states span more of each episode")
     p.add_argument("--shard-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("train", help="train a VisionMask explainer of a frozen agent (resumes from --out)")
     p.add_argument("--data", required=True, help="dataset directory from 'collect'")
-    p.add_argument("--agent", required=True)
+    p.add_argument("--agent", required=True, help="the agent the data was collected from (checkpoint or 'shipped')")
     p.add_argument("--out", required=True)
     p.add_argument("--backbone", choices=("mobilenet", "resnet50"), default="mobilenet")
     p.add_argument("--head-channels", type=int, default=256, help="width of the DeepLabv3 ASPP head (torchvision: 256)")
@@ -61,15 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _collect(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
+    from xrlkit.defaults import model_path
     from xrlkit.runlog import check_out_dir
     from xrlkit.visionmask import agent_identity, collect_states
 
     check_out_dir(args.out)
+    args.agent = model_path(args.agent, args.game, "expert")
     agent = load_any_agent(args.agent, game=args.game, device=args.device)
     out = collect_states(
         agent, args.game, args.n_states, args.out, epsilon=args.epsilon, seed=args.seed,
         protocol=args.protocol or agent_protocol(agent),
-        max_episode_steps=args.max_episode_steps, shard_size=args.shard_size, agent_id=agent_identity(agent, args.agent),
+        max_episode_steps=args.max_episode_steps, every=args.every, shard_size=args.shard_size, agent_id=agent_identity(agent, args.agent),
     )
     print(f"dataset in {out}")
     return 0
@@ -77,11 +80,13 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import load_any_agent
+    from xrlkit.defaults import model_path
     from xrlkit.runlog import check_out_dir
     from xrlkit.visionmask import StateDataset, TrainConfig, agent_identity, dataset_meta, train_visionmask
 
     check_out_dir(args.out)
     game = dataset_meta(args.data)["game"]
+    args.agent = model_path(args.agent, game, "expert")
     agent = load_any_agent(args.agent, game=game, device=args.device)
     cfg = TrainConfig(
         backbone=args.backbone, backbone_weights=args.backbone_weights, head_channels=args.head_channels, reference=args.reference, epochs=args.epochs,

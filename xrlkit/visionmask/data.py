@@ -18,7 +18,9 @@ Each new episode goes to the split furthest below its target share (default 80/1
 states collected so far, ties in train, val, test order), so the shares stay close to the
 targets while every episode lies in one split. Episodes are cut after ``max_episode_steps``
 agent steps (a stuck greedy agent would otherwise fill the dataset with one episode), and the
-last episode is cut when ``n_states`` is reached.
+last episode is cut when ``n_states`` is reached. With ``every = k`` only every k-th state is
+kept (the agent still acts at every step), so a dataset of a given size spans more of each
+episode, late game included, with fewer near-duplicate neighbours.
 
 Shards are written atomically as they fill, each followed by its index entry, so an interrupted
 collection loses at most one partial shard (the interrupted episode is kept up to its last
@@ -124,6 +126,7 @@ def collect_states(
     seed: int = 0,
     protocol: str = "ifepaper",
     max_episode_steps: int = 1000,
+    every: int = 1,
     shard_size: int = 256,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     agent_id: dict[str, Any] | None = None,
@@ -133,8 +136,8 @@ def collect_states(
 
     Returns ``out_dir``. A directory collected with other settings is refused (``ValueError``).
     """
-    if n_states < 1 or shard_size < 1 or max_episode_steps < 1:
-        raise ValueError("n_states, shard_size and max_episode_steps must be >= 1")
+    if min(n_states, shard_size, max_episode_steps, every) < 1:
+        raise ValueError("n_states, shard_size, max_episode_steps and every must be >= 1")
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
@@ -142,13 +145,14 @@ def collect_states(
     root = Path(out_dir)
     settings = {
         "format": FORMAT, "game": resolve_game(game), "protocol": protocol, "epsilon": epsilon, "seed": seed,
-        "max_episode_steps": max_episode_steps, "shard_size": shard_size, "fractions": list(fractions),
+        "max_episode_steps": max_episode_steps, "every": every, "shard_size": shard_size, "fractions": list(fractions),
         "act_mode": getattr(agent, "act_mode", "greedy"), "n_actions": int(agent.n_actions),
         "action_meanings": list(agent.action_meanings), "agent": agent_id or {},
     }
     meta_path, index_path = root / "meta.json", root / "index.json"
     if meta_path.exists():
         old = _read_json(meta_path)
+        old.setdefault("every", 1)  # datasets collected before ``every`` existed kept every state
         diff = sorted(k for k in settings if old.get(k) != settings[k])
         if diff:
             raise ValueError(f"{root} was collected with other settings ({', '.join(diff)}); use a new directory")
@@ -171,15 +175,16 @@ def collect_states(
                 with torch.no_grad():
                     logits = agent.logits(obs[None]).float().cpu()
                 taken = int(choose_actions(logits, epsilon, rng, settings["act_mode"])[0])
-                for k, v in (("states", obs), ("frames", rgb_frame(env)), ("logits", logits[0].numpy()),
-                             ("actions", int(logits[0].argmax())), ("taken", taken), ("episode", episode), ("step", step)):
-                    buf[k].append(v)
+                if step % every == 0:
+                    for k, v in (("states", obs), ("frames", rgb_frame(env)), ("logits", logits[0].numpy()),
+                                 ("actions", int(logits[0].argmax())), ("taken", taken), ("episode", episode), ("step", step)):
+                        buf[k].append(v)
+                    total += 1
+                    bar.update(1)
                 obs, _, term, trunc, _ = env.step(taken)
                 step += 1
-                total += 1
-                bar.update(1)
                 done = term or trunc or step >= max_episode_steps or total >= n_states
-                if len(buf["states"]) == shard_size or done:
+                if len(buf["states"]) == shard_size or (done and buf["states"]):
                     entry = _write_shard(root, split, episode, part, buf, agent)
                     index["shards"].append(entry)
                     _write_json(index_path, index)
