@@ -32,6 +32,10 @@ def test_pointing_game_hits_misses_and_tolerance():
     boxes = [[(38, 28, 6, 4)], [(38, 28, 6, 4)], []]
     np.testing.assert_array_equal(pointing_game(sal, boxes, tolerance=0), [1.0, 0.0, np.nan])
     np.testing.assert_array_equal(pointing_game(sal, boxes, tolerance=2), [1.0, 1.0, np.nan])
+    tied = torch.zeros(2, 84, 84)
+    tied[0, 5, 5] = tied[0, 30, 40] = 1  # two tied peaks, one in the box: half a hit, whatever their order
+    np.testing.assert_allclose(pointing_game(tied, boxes[:2], tolerance=0), [0.5, 24 / 7056])  # all-zero map: chance
+    assert pointing_game(torch.ones(1, 84, 84), [[(0, 42, 84, 42)]], tolerance=0)[0] == 0.5  # a flat map is chance, not a hit
 
 
 def test_mass_in_objects():

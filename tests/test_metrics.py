@@ -107,6 +107,41 @@ class _Logits(nn.Module):
         return self.agent.logits(x)
 
 
+def test_local_lipschitz_clips_by_default_and_gives_the_unclipped_ratio_on_request(tiny_agent, states):
+    n, sigma, seed = 2, 6.0, 3
+    explainer, a = make_explainer("grad", tiny_agent), np.array([0, 1, 2, 3])
+    e = explainer.explain(states, a)
+
+    def by_hand(clip: bool) -> np.ndarray:
+        gen, x, best = torch.Generator().manual_seed(seed), torch.as_tensor(states).float(), np.zeros(len(states))
+        norm = lambda m: (m / m.flatten(1).max(1).values[:, None, None]).flatten(1).double()  # noqa: E731
+        for _ in range(n):
+            xp = x + sigma * torch.randn(x.shape, generator=gen)
+            xp = xp.clamp(0, 255) if clip else xp
+            ratio = (norm(e) - norm(explainer.explain(xp, a))).norm(dim=1) / (x - xp).flatten(1).double().norm(dim=1)
+            best = np.maximum(best, ratio.numpy())
+        return best
+
+    clipped = LocalLipschitzEstimate(n_samples=n, sigma=sigma, seed=seed)(tiny_agent, states, a, e, explainer)
+    unclipped = LocalLipschitzEstimate(n_samples=n, sigma=sigma, seed=seed, clip=False)(tiny_agent, states, a, e, explainer)
+    np.testing.assert_allclose(clipped, by_hand(True), rtol=1e-4)
+    np.testing.assert_allclose(unclipped, by_hand(False), rtol=1e-4)
+    assert not np.allclose(clipped, unclipped)  # Atari screens are mostly black: the clip matters
+
+
+def test_tied_saliency_is_not_ranked_in_raster_order():
+    from xrlkit.metrics import top_pixels
+
+    flat = torch.zeros(2, 84, 84)
+    flat[1, 60, 60] = 1.0  # one clear winner, the rest tied
+    top = top_pixels(flat, 0.1)
+    rows = top[0].nonzero()[:, 0].float()
+    assert 30 < rows.mean() < 54 and rows.min() < 10 and rows.max() > 74  # spread over the screen, not its top
+    assert top[1, 60, 60] and torch.equal(top_pixels(flat, 0.1), top)  # the order is fixed, run to run
+    distinct = torch.arange(84 * 84.0).view(1, 84, 84)  # no ties: plain order by value
+    assert top_pixels(distinct, 1 / 84)[0, -1].all() and top_pixels(distinct, 1 / 84).sum() == 84
+
+
 def test_local_lipschitz_matches_quantus(tiny_agent, states):
     quantus = pytest.importorskip("quantus")
     n, sigma, seed = 3, 4.0, 7

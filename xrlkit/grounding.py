@@ -55,16 +55,17 @@ def _check(saliency: np.ndarray | torch.Tensor, boxes: Sequence[Sequence[Box]]) 
 
 def pointing_game(saliency: np.ndarray | torch.Tensor, boxes: Sequence[Sequence[Box]],
                   tolerance: float = 1.0) -> np.ndarray:
-    """Pointing game (Zhang et al. 2018) per state: 1.0 if the saliency argmax (first in raster
-    order on ties) lies in one of the state's boxes grown by ``tolerance`` px, else 0.0; NaN for
-    states without boxes. ``saliency [B, H, W]``; ``boxes[b]`` in the same pixel coordinates (use
+    """Pointing game (Zhang et al. 2018) per state: 1.0 if the saliency argmax lies in one of the
+    state's boxes grown by ``tolerance`` px, else 0.0; where several pixels share the maximum, the
+    share of them inside the boxes (the expected hit of a random pick among them: raster order
+    would favour the top of the screen); NaN for states without boxes. ``saliency [B, H, W]``; ``boxes[b]`` in the same pixel coordinates (use
     :func:`scale_boxes` for OCAtari boxes). Returns ``float64 [B]``."""
     sal = _check(saliency, boxes)
     out = np.full(len(sal), np.nan)
     for b, (m, bx) in enumerate(zip(sal, boxes)):
         if len(bx):
-            peak = int(m.flatten().argmax())
-            out[b] = float(boxes_mask(bx, tuple(m.shape), tolerance)[peak // m.shape[1], peak % m.shape[1]])
+            peaks = m == m.max()
+            out[b] = float(boxes_mask(bx, tuple(m.shape), tolerance)[peaks].double().mean())
     return out
 
 
