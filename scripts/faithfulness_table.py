@@ -1,9 +1,11 @@
 """Every explainer x every metric on every shipped expert: ``figures/faithfulness.csv``,
-``figures/faithfulness.md`` (tables, metric sanity, classic-vs-robust rankings) and one bar
-figure per game, ``figures/<Game>_faithfulness.png``.
+``figures/faithfulness.md`` (tables, metric sanity, classic-vs-robust rankings, the model
+randomisation test) and one bar figure per game, ``figures/<Game>_faithfulness.png``; the
+randomisation test's numbers also in ``figures/randomisation.csv``.
 
-Runs ``xrlkit evaluate-explainers`` once per game into ``--work`` (a game whose table is already
-there is not run again, so an interrupted run resumes), then combines the tables.
+Runs ``xrlkit evaluate-explainers`` and :func:`xrlkit.sanity.randomisation_table` once per game
+into ``--work`` (a game whose tables are already there is not run again, so an interrupted run
+resumes), then combines the tables.
 
     .venv/bin/python scripts/faithfulness_table.py --work /tmp/faithfulness
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +25,11 @@ import pandas as pd  # noqa: E402
 from xrlkit import plotting  # noqa: E402
 from xrlkit.cli import main as xrlkit_main  # noqa: E402
 from xrlkit.defaults import shipped, shipped_models  # noqa: E402
+from xrlkit.agents.load import agent_protocol, load_any_agent  # noqa: E402
+from xrlkit.commands.evaluate_explainers import build_explainers  # noqa: E402
+from xrlkit.evaluation import rollout  # noqa: E402
 from xrlkit.metrics import explainer_ranks, metric_sanity  # noqa: E402
+from xrlkit.sanity import PASS_BELOW, randomisation_table  # noqa: E402
 
 EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 CLASSIC_VS_ROBUST = ["deletion", "road_morf", "insertion", "road_lerf", "srg", "road"]
@@ -36,15 +43,17 @@ def main() -> int:
     p.add_argument("--every", type=int, default=30, help="keep every k-th step, so states span whole episodes")
     p.add_argument("--seed", type=int, default=2_000_000, help="evaluation seed (never used in training)")
     p.add_argument("--lle-samples", type=int, default=3)
+    p.add_argument("--randomisation-states", type=int, default=32, help="states of the model randomisation test")
     p.add_argument("--games", default=None, help="comma-separated (default: every game with a shipped expert)")
     args = p.parse_args()
 
     games = args.games.split(",") if args.games else sorted({m["game"] for m in shipped_models() if m["role"] == "expert"})
-    tables = []
+    tables, randomised = [], []
     for game in games:
         table_path = args.work / f"{game}.csv"
+        has_vm = shipped(game, "visionmask") is not None
         if not table_path.exists():
-            has_vm = shipped(game, "visionmask") is not None
+            started = time.perf_counter()
             rc = xrlkit_main([
                 "evaluate-explainers", "--game", game, "--agent", "shipped",
                 "--explainers", EXPLAINERS + (",visionmask" if has_vm else ""),
@@ -54,10 +63,17 @@ def main() -> int:
             ])
             if rc != 0:
                 return rc
+            print(f"{game}: {time.perf_counter() - started:.0f} s for {args.n_states} states", flush=True)
         tables.append(pd.read_csv(table_path))
+        random_path = args.work / f"{game}-randomisation.csv"
+        if not random_path.exists():
+            randomisation(game, has_vm, args).to_csv(random_path, index=False)
+        randomised.append(pd.read_csv(random_path))
     table = pd.concat(tables, ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "faithfulness.csv", index=False)
+    random_table = pd.concat(randomised, ignore_index=True)
+    random_table.to_csv(args.out / "randomisation.csv", index=False)
 
     lines = [f"# Faithfulness of every explainer on every shipped expert\n",
              f"Made by `{' '.join(['python', *sys.argv])}`: {args.n_states} states per game, every "
@@ -71,14 +87,35 @@ def main() -> int:
         sanity = metric_sanity(sub)
         flagged = sanity[~sanity["separates"]]["metric"].tolist()
         ranks = explainer_ranks(sub, [m for m in CLASSIC_VS_ROBUST if m in set(sub["metric"])])
+        rand = random_table[random_table["game"] == game].drop(columns="game").set_index("explainer").round(3)
         lines += [f"## {game}\n", "```", wide.to_string(), "```", "",
                   f"Metrics that tell no explainer from random: {', '.join(flagged) or 'none'}.\n",
-                  "Ranks (1 = best), classic beside robust:\n", "```", ranks.to_string(), "```", ""]
+                  "Ranks (1 = best), classic beside robust:\n", "```", ranks.to_string(), "```", "",
+                  f"Model randomisation test (Spearman correlation of the maps of the trained and a randomly "
+                  f"re-initialised agent; passes when the interval's top is below {PASS_BELOW}):\n",
+                  "```", rand.to_string(), "```", ""]
         fig = plotting.metric_bars(sub, title=f"{game}: faithfulness of each explainer ({sub['n_states'].iloc[0]} states)")
         fig.savefig(args.out / f"{game}_faithfulness.png", dpi=100, bbox_inches="tight")
     (args.out / "faithfulness.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'faithfulness.csv'}, {args.out / 'faithfulness.md'} and the figures")
     return 0
+
+
+def randomisation(game: str, has_vm: bool, args: argparse.Namespace) -> pd.DataFrame:
+    """The model randomisation test of every explainer on the game's shipped expert, on
+    ``args.randomisation_states`` states of the same evaluation play, explainers built as
+    ``evaluate-explainers`` builds them."""
+    started = time.perf_counter()
+    agent_path = shipped(game, "expert")
+    agent = load_any_agent(agent_path, game=game)
+    names = EXPLAINERS.split(",") + (["visionmask"] if has_vm else [])
+    options = argparse.Namespace(seed=args.seed, device="cpu", visionmask=shipped(game, "visionmask") if has_vm else None)
+    states = rollout(agent, game, args.randomisation_states, seed=args.seed, every=args.every,
+                     protocol=agent_protocol(agent)).states
+    builders = {name: (lambda a, name=name: build_explainers([name], a, options)[name]) for name in names}
+    table = randomisation_table(agent, builders, states, seed=0)
+    print(f"{game}: randomisation test, {time.perf_counter() - started:.0f} s for {len(states)} states", flush=True)
+    return table.assign(game=game)
 
 
 if __name__ == "__main__":

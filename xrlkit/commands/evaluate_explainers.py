@@ -51,7 +51,9 @@ def _split(spec: str, known: tuple[str, ...], what: str) -> list[str]:
     return names
 
 
-def _build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict[str, Explainer]:
+def build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict[str, Explainer]:
+    """The named explainers of ``agent`` as this command builds them (``args.seed``,
+    ``args.visionmask``, ``args.device``), so other tools explain exactly what it scores."""
     explainers: dict[str, Explainer] = {}
     for name in names:
         if name == "visionmask":
@@ -90,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     agent = load_any_agent(args.agent, game=game, device=args.device)
     if isinstance(agent, torch.nn.Module):
         agent.eval()
-    explainers = _build_explainers(explainer_names, agent, args)
+    explainers = build_explainers(explainer_names, agent, args)
     states = rollout(agent, game, args.n_states, seed=args.seed, epsilon=args.epsilon, every=args.every,
                      protocol=agent_protocol(agent)).states
     reference = {"reference": args.reference,
