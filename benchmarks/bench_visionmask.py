@@ -6,7 +6,8 @@ device (CPU, and CUDA when available):
 
 * ``train_states_per_s``: full training steps (explainer forward, 2K agent passes on masked and
   complement states, backward, Adam) on a batch of ``--batch-size`` states, timed over
-  ``--reps`` steps after one warm-up step; on CUDA with the trainer's bfloat16 autocast;
+  ``--reps`` steps after one warm-up step, with the trainer's bfloat16 autocast where it runs
+  (CUDA, a CPU with native bf16); ``train_states_per_s_fp32`` the same without it, side by side;
 * ``explain_ms_per_state_b1``: latency of ``explain`` on one state;
 * ``explain_ms_per_state_b16``: time per state of ``explain`` on a batch of 16.
 
@@ -19,6 +20,7 @@ its weights). Writes ``benchmarks/results/visionmask-<device>.json``. Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 from pathlib import Path
@@ -28,7 +30,7 @@ import torch
 
 from xrlkit.agents import QAgent, QNetConfig
 from xrlkit.visionmask import TrainConfig, VisionMask, freeze_agent
-from xrlkit.visionmask.train import batch_loss
+from xrlkit.visionmask.train import amp_enabled, batch_loss
 from timing import call_times
 
 RESULTS = Path(__file__).parent / "results"
@@ -46,13 +48,14 @@ def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_act
     states = torch.randint(0, 256, (batch_size, 4, 84, 84), dtype=torch.uint8, device=device)
     actions = torch.randint(0, n_actions, (batch_size,), device=device)
 
-    def step() -> None:
-        loss = batch_loss(model, agent, states, actions, cfg)["total"]
+    def step(config: TrainConfig) -> None:
+        loss = batch_loss(model, agent, states, actions, config)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    train_s = sum(call_times(step, reps, device))
+    train_s = sum(call_times(lambda: step(cfg), reps, device))
+    fp32_s = sum(call_times(lambda: step(dataclasses.replace(cfg, amp=False)), reps, device))
 
     def explain_time(b: int) -> float:
         x = states[:1].expand(b, -1, -1, -1).contiguous()
@@ -60,7 +63,8 @@ def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_act
 
     return {
         "backbone": backbone, "head_channels": head_channels, "n_actions": n_actions, "train_batch_size": batch_size, "reps": reps,
-        "train_states_per_s": batch_size * reps / train_s,
+        "train_states_per_s": batch_size * reps / train_s, "amp_bf16": amp_enabled(cfg.amp, device),
+        "train_states_per_s_fp32": batch_size * reps / fp32_s,
         "explain_ms_per_state_b1": 1000 * explain_time(1),
         "explain_ms_per_state_b16": 1000 * explain_time(16),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -91,7 +95,7 @@ def main() -> None:
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "machine": args.machine, "torch_threads": args.threads if device.type == "cpu" else None,
-            "torch": torch.__version__, "amp_bf16": device.type == "cuda", "results": rows,
+            "torch": torch.__version__, "results": rows,
         }, indent=1))
         print(f"wrote {out}")
 

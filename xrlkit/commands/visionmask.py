@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-area", type=float, default=0.3)
     p.add_argument("--lambda-tv", type=float, default=0.0)
     p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast (default: on CUDA and on CPUs with native bf16)")
     p.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
@@ -85,6 +85,10 @@ def _train(args: argparse.Namespace) -> int:
     from xrlkit.visionmask import StateDataset, TrainConfig, agent_identity, dataset_meta, train_visionmask
 
     check_out_dir(args.out)
+    if getattr(args, "from_command_line", False):
+        from xrlkit.runtime import reexec_with_allocator
+
+        reexec_with_allocator("auto")  # tcmalloc where installed, as for the RL trainers
     game = dataset_meta(args.data)["game"]
     args.agent = model_path(args.agent, game, "expert")
     agent = load_any_agent(args.agent, game=game, device=args.device)

@@ -13,8 +13,10 @@ Each epoch ends with a validation pass; ``out_dir`` then holds
 
 Training stops early after ``patience`` epochs without a better validation loss (the training
 loss is used when there is no validation split). Calling :func:`train_visionmask` again on the
-same ``out_dir`` with the same settings resumes after the last finished epoch. On CUDA the
-forward passes run under bfloat16 autocast (``amp``), and larger batches are worth setting.
+same ``out_dir`` with the same settings resumes after the last finished epoch. With ``amp`` the
+forward passes run under bfloat16 autocast where that is fast: on CUDA, and on a CPU with native
+bf16 (:func:`xrlkit.runtime.bf16_native`; elsewhere bf16 on a CPU is many times slower, so it stays
+off). On CUDA larger batches are worth setting.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 
 from xrlkit.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from xrlkit.references import estimate_background
+from xrlkit.runtime import bf16_native
 from xrlkit.visionmask.data import StateDataset
 from xrlkit.visionmask.loss import mask_logits, visionmask_loss
 from xrlkit.visionmask.model import VisionMask, load_visionmask
@@ -81,10 +84,14 @@ def check_gradient_flow(model: nn.Module, agent_params: list[nn.Parameter]) -> N
         raise RuntimeError("no gradient reached the explainer")
 
 
+def amp_enabled(amp: bool, device: torch.device) -> bool:
+    """Whether bfloat16 autocast runs: asked for, and on CUDA or on a CPU with native bf16."""
+    return amp and (device.type == "cuda" or (device.type == "cpu" and bf16_native()))
+
+
 def batch_loss(model: VisionMask, agent: Any, states: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """Loss terms of one batch ``states uint8 [B, 4, 84, 84]``, ``actions int64 [B]``."""
-    use_amp = cfg.amp and states.device.type == "cuda"
-    with torch.autocast(device_type=states.device.type, dtype=torch.bfloat16, enabled=use_amp):
+    with torch.autocast(device_type=states.device.type, dtype=torch.bfloat16, enabled=amp_enabled(cfg.amp, states.device)):
         masks = model(states)
         logits, logits_bar = mask_logits(agent, states, masks, model.reference(states))
     return visionmask_loss(
