@@ -16,6 +16,10 @@ gives ``uint8 [N, 4, 84, 84]``. Two protocols:
 
 Evaluation envs (``train=False``) never clip rewards or cut episodes at a life loss, so an
 episode's summed reward is the game score. Raw RGB frames stay reachable via :func:`rgb_frame`.
+
+:func:`make_env`, :func:`make_vector_env`, :func:`action_meanings` and :func:`rgb_frame` also take
+the other worlds of :mod:`xrlkit.worlds` by name (``"highway-fast-v0"``, ``"VizdoomBasic-v1"``),
+with the same observations; the Atari protocols do not apply to them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.atari_wrappers import AtariWrapper, ClipRewardEnv, EpisodicLifeEnv
 
-from xrlkit.games import resolve_game
+from xrlkit.games import is_atari, resolve_game
+from xrlkit.worlds import make_world_env, world_action_meanings, world_frame
 
 gym.register_envs(ale_py)
 
@@ -87,7 +92,12 @@ def make_env(
     resize, gray) and Stable-Baselines3's ``EpisodicLifeEnv`` / ``ClipRewardEnv``: the SB3
     life-loss wrapper is used because gymnasium's ``terminal_on_life_loss`` resets the whole
     game at a life loss, whereas the DQN convention keeps playing the same game.
+
+    A world other than Atari (:mod:`xrlkit.worlds`) is built by :func:`xrlkit.worlds.make_world_env`
+    (``protocol`` and ``train`` do not apply to it).
     """
+    if not is_atari(resolve_game(game)):
+        return make_world_env(game, seed=seed, render_mode=render_mode)
     proto = get_protocol(protocol)
     if proto.name == "rlzoo":
         return make_rlzoo_env(game, train=train, seed=seed, render_mode=render_mode)
@@ -148,6 +158,10 @@ def make_vector_env(
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     proto = get_protocol(protocol)
     name = resolve_game(game)
+    if not is_atari(name):  # other worlds: in-process copies only
+        if backend == "ale":
+            raise ValueError(f"{name} is not an Atari game; the ale backend runs Atari only (use backend='gym')")
+        backend = "gym"
     if backend == "auto":
         backend = "gym" if proto.name == "rlzoo" or (train and proto.episodic_life) else "ale"
     elif backend == "ale" and (proto.name == "rlzoo" or (train and proto.episodic_life)):
@@ -275,12 +289,20 @@ def make_rlzoo_env(
 
 
 def rgb_frame(env: gym.Env) -> np.ndarray:
-    """The current raw ALE screen, ``uint8 [210, 160, 3]``."""
+    """The current raw screen: ALE's ``uint8 [210, 160, 3]``, another world's own size."""
+    if not hasattr(env.unwrapped, "ale"):
+        return world_frame(env)
     return env.unwrapped.ale.getScreenRGB()  # type: ignore[attr-defined]
 
 
 def action_meanings(game: str) -> tuple[str, ...]:
     """Names of the minimal action set of ``game`` ("NOOP", "FIRE", ...), in action order."""
+    if not is_atari(resolve_game(game)):
+        env = make_world_env(game)
+        try:
+            return world_action_meanings(env)
+        finally:
+            env.close()
     env = gym.make(ale_id(game))
     try:
         return tuple(env.unwrapped.get_action_meanings())  # type: ignore[attr-defined]

@@ -1,9 +1,10 @@
-"""Atari game lists and reference scores.
+"""Game and world names, Atari game lists and reference scores.
 
 The 57-game suite (Mnih et al. 2015 / Badia et al. 2020), the 26-game Atari-100k subset
 (Kaiser et al. 2020), and the random / human reference scores used for human-normalized
 scores (HNS) throughout the DQN literature (the figures published with the DQN and Rainbow
-papers). Games are named by their ALE short name in CamelCase ("Pong", "MsPacman").
+papers). Games are named by their ALE short name in CamelCase ("Pong", "MsPacman"); the other
+worlds (:data:`WORLDS`, built by :mod:`xrlkit.worlds`) by their gymnasium id.
 """
 
 from __future__ import annotations
@@ -84,7 +85,16 @@ ATARI_100K: tuple[str, ...] = (
     "RoadRunner", "Seaquest", "UpNDown",
 )
 
+#: the VisionMask paper's worlds beyond Atari that xrlkit builds (:mod:`xrlkit.worlds`)
+WORLDS: tuple[str, ...] = ("highway-fast-v0", "VizdoomBasic-v1", "VizdoomDefendCenter-v1", "VizdoomHealthGathering-v1")
+
 _BY_KEY = {name.lower().replace("_", ""): name for name in ATARI_57}
+_WORLD_BY_KEY = {name.lower(): name for name in WORLDS}
+
+
+def is_atari(name: str) -> bool:
+    """Whether ``name`` (already resolved) is an Atari game rather than another world."""
+    return name not in WORLDS
 
 
 def _key(name: str) -> str:
@@ -92,13 +102,16 @@ def _key(name: str) -> str:
 
 
 def resolve_game(name: str) -> str:
-    """Return the canonical short name of an Atari-57 game.
+    """Return the canonical name of an Atari-57 game or of another world (:data:`WORLDS`).
 
-    Accepts "Pong", "pong", "ms_pacman", "MsPacman", "ALE/Pong-v5" and "PongNoFrameskip-v4".
-    Raises ``ValueError`` naming the closest games for anything else.
+    Accepts "Pong", "pong", "ms_pacman", "MsPacman", "ALE/Pong-v5" and "PongNoFrameskip-v4", and a
+    world's gymnasium id in any case ("highway-fast-v0"). Raises ``ValueError`` naming the closest
+    games and worlds for anything else.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"game must be a non-empty string, got {name!r}")
+    if name.strip().lower() in _WORLD_BY_KEY:
+        return _WORLD_BY_KEY[name.strip().lower()]
     raw = name.strip()
     if raw.startswith("ALE/"):
         raw = raw[4:]
@@ -109,9 +122,11 @@ def resolve_game(name: str) -> str:
     key = _key(raw)
     if key in _BY_KEY:
         return _BY_KEY[key]
+    known = {**_BY_KEY, **_WORLD_BY_KEY}
     close = difflib.get_close_matches(key, list(_BY_KEY), n=3, cutoff=0.5)
-    hint = ", ".join(_BY_KEY[c] for c in close) if close else "see xrlkit.games.ATARI_57"
-    raise ValueError(f"unknown Atari game {name!r}; did you mean: {hint}?")
+    close += difflib.get_close_matches(name.strip().lower(), list(_WORLD_BY_KEY), n=2, cutoff=0.6)
+    hint = ", ".join(known[c] for c in close) if close else "see xrlkit.games.ATARI_57 and WORLDS"
+    raise ValueError(f"unknown Atari game or world {name!r}; did you mean: {hint}?")
 
 
 def resolve_games(spec: str | Iterable[str]) -> list[str]:
@@ -126,6 +141,10 @@ def resolve_games(spec: str | Iterable[str]) -> list[str]:
 
 
 def human_normalized_score(game: str, score: float) -> float:
-    """(score - random) / (human - random) for ``game``; 1.0 means human level."""
-    random_score, human_score = REFERENCE_SCORES[resolve_game(game)]
+    """(score - random) / (human - random) for ``game``; 1.0 means human level. NaN for a world
+    other than Atari, which has no human reference score."""
+    game = resolve_game(game)
+    if not is_atari(game):
+        return float("nan")
+    random_score, human_score = REFERENCE_SCORES[game]
     return (score - random_score) / (human_score - random_score)

@@ -1,0 +1,63 @@
+"""Worlds beyond Atari behind the Atari observation contract: highway-env and ViZDoom by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xrlkit.agents.base import RandomAgent
+from xrlkit.envs import action_meanings, make_env, make_vector_env, rgb_frame
+from xrlkit.evaluation import evaluate
+from xrlkit.games import WORLDS, human_normalized_score, is_atari, resolve_game
+
+pytest.importorskip("highway_env")
+pytest.importorskip("vizdoom")
+
+
+@pytest.mark.parametrize("name, meanings, screen", [
+    ("highway-fast-v0", ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER"), (150, 600, 3)),
+    ("VizdoomBasic-v1", ("NOOP", "ATTACK", "MOVE_RIGHT", "MOVE_LEFT"), (240, 320, 3)),
+    ("VizdoomHealthGathering-v1", ("NOOP", "MOVE_FORWARD", "TURN_RIGHT", "TURN_LEFT"), (240, 320, 3)),
+])
+def test_a_world_by_name_gives_atari_shaped_observations(name, meanings, screen):
+    env = make_env(name.upper(), seed=3)  # names resolve in any case
+    try:
+        obs, _ = env.reset(seed=3)
+        assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8 and obs.max() > 0
+        assert action_meanings(name) == meanings and env.action_space.n == len(meanings)
+        for _ in range(3):
+            obs, reward, term, trunc, _ = env.step(env.action_space.sample())
+            assert obs.shape == (4, 84, 84) and np.isfinite(reward)
+        assert rgb_frame(env).shape == screen
+        again = make_env(name, seed=3)
+        assert np.array_equal(again.reset(seed=3)[0], env.reset(seed=3)[0])  # seeded resets repeat
+        again.close()
+    finally:
+        env.close()
+
+
+def test_frames_move_in_the_stack_oldest_first():
+    env = make_env("VizdoomBasic-v1", seed=0)
+    first, _ = env.reset(seed=0)
+    assert all(np.array_equal(first[0], first[k]) for k in range(4))  # the stack starts with copies
+    moved = first
+    for _ in range(3):
+        moved, *_ = env.step(3)  # MOVE_LEFT: the view changes
+    assert np.array_equal(moved[0], first[0]) and not np.array_equal(moved[3], first[3])
+    env.close()
+
+
+def test_names_and_scores_of_worlds():
+    assert resolve_game("vizdoombasic-v1") == "VizdoomBasic-v1" and not is_atari("VizdoomBasic-v1") and is_atari("Pong")
+    with pytest.raises(ValueError, match="did you mean: .*highway-fast-v0"):
+        resolve_game("highway-fst-v0")
+    assert np.isnan(human_normalized_score("highway-fast-v0", 20.0))
+    assert set(WORLDS) >= {"highway-fast-v0", "VizdoomBasic-v1"}
+    with pytest.raises(ValueError, match="ale backend runs Atari only"):
+        make_vector_env("VizdoomBasic-v1", 2, backend="ale")
+
+
+def test_a_random_agent_plays_a_doom_episode_through_the_evaluator():
+    agent = RandomAgent(4, action_meanings("VizdoomBasic-v1"), seed=0)
+    result = evaluate(agent, "VizdoomBasic-v1", 2, seed=5, max_steps=40, n_envs=2)
+    assert len(result.returns) == 2 and all(np.isfinite(result.returns)) and np.isnan(result.hns)
