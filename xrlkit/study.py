@@ -11,8 +11,9 @@ Layout of a study folder ``OUT``::
     OUT/<Game>/results/<name>.json     rows a notebook recorded with :func:`record`
     OUT/<Game>/figures/*.png           figures a notebook saved
 
-Games run in parallel processes; the notebooks of one game run in order, since later ones use
-what earlier ones made (the agent, the VisionMask model). A failed notebook stops its game only.
+Games run in parallel processes (or as Ray tasks, :mod:`xrlkit.ray_engine`); the notebooks of one
+game run in order, since later ones use what earlier ones made (the agent, the VisionMask model).
+A failed notebook stops its game only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from xrlkit.games import resolve_games
 from xrlkit.runtime import expected_duration, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+#: where the notebooks run: processes of this machine, or tasks on a Ray cluster
+ENGINES = ("local", "ray")
+#: index statuses of a notebook whose outputs the next notebook can use
+FINISHED = ("done", "skipped (done)")
 
 
 def kernel_manager_class() -> type | None:
@@ -116,53 +121,78 @@ def save_figure(fig: Any, out_dir: str | Path, name: str, dpi: int = 120) -> Pat
     return path
 
 
+def run_notebook(
+    game: str,
+    notebook: Path,
+    params: dict[str, Any],
+    out_dir: Path,
+    kernel: str = "python3",
+    timeout: int | None = None,
+    attempts: int = 1,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Execute one study notebook for one game with ``params`` (besides ``game`` and ``out_dir``),
+    up to ``attempts`` times until it succeeds; its index row (``game``, ``notebook``, ``output``,
+    ``status``, ``seconds``, ``attempts``, and ``error``: the path of the error text). Skipped
+    when already done, and not run when ``previous`` (the row of the game's notebook before it)
+    says that one did not finish."""
+    import papermill
+
+    game_dir = Path(out_dir) / game
+    game_dir.mkdir(parents=True, exist_ok=True)
+    out_nb, done, fail = game_dir / notebook.name, game_dir / f"{notebook.stem}.done", game_dir / f"{notebook.stem}.failed"
+    row: dict[str, Any] = {"game": game, "notebook": notebook.stem, "output": str(out_nb)}
+    if done.exists():
+        return {**row, "status": "skipped (done)", "seconds": json.loads(done.read_text())["seconds"]}
+    if previous is not None and previous["status"] not in FINISHED:
+        return {**row, "status": "not run (earlier notebook failed)", "seconds": 0.0}
+    manager = kernel_manager_class()
+    start = time.time()
+    for attempt in range(1, attempts + 1):
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(out_nb), parameters={**params, "game": game, "out_dir": str(game_dir)},
+                kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout,
+                **({"kernel_manager_class": manager} if manager is not None else {}),
+            )
+        except Exception:  # a failing notebook must not stop the other games: record it
+            fail.write_text(traceback.format_exc())
+            if attempt < attempts:
+                continue
+            return {**row, "status": "failed", "seconds": round(time.time() - start, 1), "attempts": attempt,
+                    "error": str(fail)}
+        seconds = round(time.time() - start, 1)
+        fail.unlink(missing_ok=True)
+        done.write_text(json.dumps({"seconds": seconds}))
+        return {**row, "status": "done", "seconds": seconds, "attempts": attempt}
+    raise ValueError(f"attempts must be >= 1, got {attempts}")
+
+
+def mark_degenerate(game_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of one game, those that finished marked ``degenerate`` (with the reason in
+    ``note``) when the game's agent is not competent (:func:`xrlkit.competence.competence_note`)."""
+    note = competence_note(game_dir)
+    if note:  # finished, but on an agent whose explanations mean nothing: say so in the index
+        for r in rows:
+            if r["status"] in FINISHED:
+                r.update(status="degenerate", note=note)
+    return rows
+
+
 def run_game(
     game: str,
     notebooks: dict[Path, dict[str, Any]],
     out_dir: Path,
     kernel: str = "python3",
     timeout: int | None = None,
+    attempts: int = 1,
 ) -> list[dict[str, Any]]:
     """Execute ``notebooks`` (each mapped to the parameters it gets besides ``game`` and
-    ``out_dir``) in order for one game; skip those already done. Returns index rows."""
-    import papermill
-
-    game_dir = Path(out_dir) / game
-    game_dir.mkdir(parents=True, exist_ok=True)
-    manager = kernel_manager_class()
+    ``out_dir``) in order for one game with :func:`run_notebook`. Returns index rows."""
     rows: list[dict[str, Any]] = []
-    failed = False
     for nb, own in notebooks.items():
-        out_nb, done, fail = game_dir / nb.name, game_dir / f"{nb.stem}.done", game_dir / f"{nb.stem}.failed"
-        row = {"game": game, "notebook": nb.stem, "output": str(out_nb)}
-        if done.exists():
-            rows.append({**row, "status": "skipped (done)", "seconds": json.loads(done.read_text())["seconds"]})
-            continue
-        if failed:
-            rows.append({**row, "status": "not run (earlier notebook failed)", "seconds": 0.0})
-            continue
-        start = time.time()
-        try:
-            papermill.execute_notebook(
-                str(nb), str(out_nb), parameters={**own, "game": game, "out_dir": str(game_dir)},
-                kernel_name=kernel, cwd=str(nb.parent), progress_bar=False, execution_timeout=timeout,
-                **({"kernel_manager_class": manager} if manager is not None else {}),
-            )
-        except Exception:  # a failing notebook must not stop the other games: record it
-            fail.write_text(traceback.format_exc())
-            rows.append({**row, "status": "failed", "seconds": round(time.time() - start, 1), "error": str(fail)})
-            failed = True
-            continue
-        seconds = round(time.time() - start, 1)
-        fail.unlink(missing_ok=True)
-        done.write_text(json.dumps({"seconds": seconds}))
-        rows.append({**row, "status": "done", "seconds": seconds})
-    note = competence_note(game_dir)
-    if note:  # finished, but on an agent whose explanations mean nothing: say so in the index
-        for r in rows:
-            if r["status"] in ("done", "skipped (done)"):
-                r.update(status="degenerate", note=note)
-    return rows
+        rows.append(run_notebook(game, nb, own, out_dir, kernel, timeout, attempts, rows[-1] if rows else None))
+    return mark_degenerate(Path(out_dir) / game, rows)
 
 
 def combine_results(out_dir: str | Path) -> pd.DataFrame:
@@ -188,13 +218,22 @@ def run_study(
     timeout: int | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
     command: str | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    retries: int = 0,
 ) -> pd.DataFrame:
-    """Run the study notebooks for every game (``"all"``, ``"atari100k"`` or a list), ``workers``
-    games at a time. Each notebook gets the ``parameters`` it declares (a name no selected
+    """Run the study notebooks for every game (``"all"``, ``"atari100k"`` or a list). With the
+    ``local`` engine, ``workers`` games at a time in processes of this machine; with ``ray``, each
+    (game, notebook) is a Ray task on the cluster at ``address`` (default: a local Ray instance;
+    see :mod:`xrlkit.ray_engine`). A failing notebook is run again up to ``retries`` times. Each notebook gets the ``parameters`` it declares (a name no selected
     notebook declares is a ``ValueError``), plus ``game`` and ``out_dir``. Writes the index and
     the combined results; returns the index table. ``command`` (the command line that started the
     study) goes to notebooks that declare a ``command`` parameter, unless ``parameters`` sets it;
     the figures notebook writes it next to the figures."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
     names = resolve_games(games)
     nbs = list_notebooks(notebooks, notebook_dir)
     params = dict(parameters or {})
@@ -216,14 +255,18 @@ def run_study(
         print(f"notebook 1 trains a PPO expert of {frames:,} frames for each of {len(untrained)} game(s) without a "
               f"shipped one; " + expected_duration("ppo", "nature", frames // 4, resolve_runtime()), flush=True)
     rows: list[dict[str, Any]] = []
-    if workers <= 1:
+    if engine == "ray":
+        from xrlkit.ray_engine import run_on_ray
+
+        rows = run_on_ray(names, own, out, kernel, timeout, attempts=retries + 1, address=address)
+    elif workers <= 1:
         for game in names:
-            rows += run_game(game, own, out, kernel, timeout)
+            rows += run_game(game, own, out, kernel, timeout, retries + 1)
     else:
         # Workers ignore Ctrl-C; the parent gets it and leaving the block terminates them (their
         # kernels exit when their parent process is gone, ipykernel's parent poller).
         with multiprocessing.Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-            pending = [pool.apply_async(run_game, (g, own, out, kernel, timeout)) for g in names]
+            pending = [pool.apply_async(run_game, (g, own, out, kernel, timeout, retries + 1)) for g in names]
             for result in pending:
                 rows += result.get()
     index = pd.DataFrame(rows)

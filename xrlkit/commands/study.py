@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from xrlkit.commands import parse_key_values
-from xrlkit.study import NOTEBOOK_DIR, run_study
+from xrlkit.study import ENGINES, NOTEBOOK_DIR, run_study
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--games", default="Breakout", help="'all', 'atari100k' or a comma-separated list (default: Breakout)")
     p.add_argument("--notebooks", default="all", help="'all' or numbers / names, e.g. '1,3,5'")
     p.add_argument("--out", default="runs/study", help="output folder (re-running skips finished notebooks)")
-    p.add_argument("--workers", type=int, default=1, help="games run in parallel processes")
+    p.add_argument("--workers", type=int, default=1, help="local engine: games run in parallel processes")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: processes of this machine; ray: one Ray task per (game, notebook)")
+    p.add_argument("--address", default=None,
+                   help="ray engine: the cluster's head, HOST:6379 (default: start a local Ray instance)")
+    p.add_argument("--retries", type=int, default=None,
+                   help="times a failing notebook (or, on Ray, a dead worker's task) is run again (default: 0 local, 2 ray)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter override, VALUE parsed as JSON when possible (repeatable)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
@@ -33,7 +39,8 @@ def _run(args: argparse.Namespace) -> int:
         index = run_study(args.games, args.out, notebooks=args.notebooks,
                           parameters=parse_key_values(args.param, "--param"), workers=args.workers,
                           timeout=args.timeout, notebook_dir=args.notebook_dir,
-                          command=shlex.join(["xrlkit", *sys.argv[1:]]))
+                          command=shlex.join(["xrlkit", *sys.argv[1:]]), engine=args.engine, address=args.address,
+                          retries=args.retries if args.retries is not None else (2 if args.engine == "ray" else 0))
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"finished notebooks are kept in {args.out} (marked .done); "
                                 "run the same command again to continue") from None
