@@ -87,6 +87,6 @@ def test_expected_duration_reads_the_closest_measured_row(tmp_path: Path) -> Non
     bench.write_text(json.dumps(rows))
     line = expected_duration("ppo", "nature", 300_000, rt, bench)  # 300k steps / 500 per s = 10 min
     assert "about 10 min" in line and "500 steps/s" in line and "Test CPU" in line
-    assert "no row for ppo/ife in fp32" in expected_duration("ppo", "ife", 1000, rt, bench)
-    assert "no training benchmark" in expected_duration("ppo", "nature", 1000, rt, tmp_path / "absent.json")
+    assert "no measurement for ppo/ife in fp32" in expected_duration("ppo", "ife", 1000, rt, bench)
+    assert "no measurement" in expected_duration("ppo", "nature", 1000, rt, tmp_path / "absent.json")
     assert "steps/s the training benchmark measured" in expected_duration("ppo", "nature", 1000, rt, TRAIN_BENCHMARK)

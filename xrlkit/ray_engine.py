@@ -19,10 +19,11 @@ machine's CPUs and stops at the end.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 from xrlkit.study import FINISHED, mark_degenerate, run_notebook
 
@@ -33,6 +34,23 @@ def _import_ray() -> Any:
     except ImportError as err:  # an optional extra: say how to get it
         raise ImportError("the ray engine needs Ray: pip install 'xrlkit[ray]' (the README's set-up installs it)") from err
     return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """The ``ray`` module, connected: to the cluster at ``address``, or to a local instance with
+    ``num_cpus`` (default: all cores) that stops when the block ends. An already connected Ray
+    is used as it is."""
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def run_on_ray(
@@ -52,12 +70,7 @@ def run_on_ray(
     rows, in game and notebook order, those of a game whose agent is not competent marked
     ``degenerate``. ``num_cpus`` caps a local instance (default: all cores); ignored with
     ``address``. Prints the sweep's progress to stderr when ``progress``."""
-    ray = _import_ray()
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    try:
+    with ray_session(address, num_cpus) as ray:
         task = ray.remote(run_notebook).options(num_cpus=cpus_per_task, max_retries=max(0, attempts - 1))
         refs: dict[Any, tuple[str, int]] = {}
         for game in games:
@@ -65,40 +78,38 @@ def run_on_ray(
             for k, (nb, params) in enumerate(notebooks.items()):
                 previous = task.remote(game, nb, params, out_dir, kernel, timeout, attempts, previous)
                 refs[previous] = (game, k)
-        rows = _collect(ray, refs, cpus_per_task, progress)
-    finally:
-        if started_here:
-            ray.shutdown()
+        rows = collect(ray, refs, lambda key: {"game": key[0], "notebook": f"#{key[1] + 1}"}, cpus_per_task, progress)
     by_game: dict[str, list[dict[str, Any]]] = {}
     for key in sorted(rows, key=lambda gk: (list(games).index(gk[0]), gk[1])):
         by_game.setdefault(key[0], []).append(rows[key])
     return [row for game in games for row in mark_degenerate(Path(out_dir) / game, by_game.get(game, []))]
 
 
-def _collect(ray: Any, refs: dict[Any, tuple[str, int]], cpus_per_task: float,
-             progress: bool) -> dict[tuple[str, int], dict[str, Any]]:
-    """Wait for every task; its row by (game, notebook number). A task Ray gave up on (its
-    worker died on every try) becomes a ``failed`` row with the error."""
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
+def collect(ray: Any, refs: dict[Any, Hashable], describe: Callable[[Any], dict[str, Any]],
+            cpus_per_task: float, progress: bool) -> dict[Any, dict[str, Any]]:
+    """Wait for every task of ``refs`` (object ref -> key); each task's row (a dict with
+    ``status`` and ``seconds``) by key. A task Ray gave up on (its worker died on every try)
+    becomes ``describe(key)`` with status ``failed`` and the error."""
+    rows: dict[Any, dict[str, Any]] = {}
     pending, t0 = list(refs), time.time()
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         for ref in ready:
-            game, k = refs[ref]
+            key = refs[ref]
             try:
-                rows[(game, k)] = ray.get(ref)
+                rows[key] = ray.get(ref)
             except Exception as err:  # ray.exceptions.RayError: the worker died on every attempt
-                rows[(game, k)] = {"game": game, "notebook": f"#{k + 1}", "status": "failed", "seconds": 0.0,
-                                   "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
+                rows[key] = {**describe(key), "status": "failed", "seconds": 0.0,
+                             "error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
         if progress:
-            print(_progress_line(list(rows.values()), len(refs), slots, time.time() - t0), file=sys.stderr, flush=True)
+            print(progress_line(list(rows.values()), len(refs), slots, time.time() - t0), file=sys.stderr, flush=True)
     return rows
 
 
-def _progress_line(rows: list[dict[str, Any]], total: int, slots: int, elapsed: float) -> str:
+def progress_line(rows: list[dict[str, Any]], total: int, slots: int, elapsed: float) -> str:
     """``ray: 5/12 tasks (4 done, 1 failed), 2 running; about 3 min left``: the time left is the
-    mean wall time of the notebooks run so far, times the tasks left, over the parallel slots."""
+    mean wall time of the tasks run so far, times the tasks left, over the parallel slots."""
     ran = [r["seconds"] for r in rows if r["status"] == "done"]
     done = sum(r["status"] in FINISHED for r in rows)
     failed = sum(r["status"] == "failed" for r in rows)

@@ -156,29 +156,41 @@ class Runtime:
 TRAIN_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "train-cpu.json"
 
 
-def expected_duration(algo: str, encoder: str, agent_steps: int, rt: Runtime,
-                      benchmark: str | Path = TRAIN_BENCHMARK) -> str:
-    """One line saying how long ``agent_steps`` of xrlkit's ``algo`` trainer with ``encoder``
-    should take, from the measured row of ``benchmarks/bench_train.py`` closest to ``rt``
-    (same precision; then same allocator and memory format) and the machine it was measured on.
-    Says so when no such measurement exists; never guesses."""
+def measured_rate(algo: str, encoder: str, rt: Runtime,
+                  benchmark: str | Path = TRAIN_BENCHMARK) -> tuple[float, dict[str, Any]] | None:
+    """Agent steps per second of xrlkit's ``algo`` trainer with ``encoder``, from the row of
+    ``benchmarks/bench_train.py``'s results closest to ``rt`` (same precision; then the same
+    allocator, memory format and overlap), with the machine it was measured on; ``None`` when the
+    benchmark is missing or has no such row."""
     import json
 
-    what = f"{algo}/{encoder} in {rt.precision}"
     try:
         rows = json.loads(Path(benchmark).read_text())
     except (OSError, ValueError):
-        return f"expected time: no training benchmark at {benchmark}; the progress bar shows this machine's rate"
+        return None
     machine = next((r["machine"] for r in rows if "machine" in r), {})
     measured = [r for r in rows if r.get("trainer") == "xrlkit" and r.get("algo") == algo
                 and r.get("encoder") == encoder and r.get("precision") == rt.precision and r.get("agent_steps_per_s")]
     if not measured:
-        return f"expected time: the training benchmark has no row for {what}; the progress bar shows this machine's rate"
+        return None
     row = max(measured, key=lambda r: (r.get("allocator") == rt.allocator, r.get("channels_last") == rt.channels_last,
                                        r.get("overlap") == rt.overlap))
-    minutes = agent_steps / row["agent_steps_per_s"] / 60
-    return (f"expected time: about {minutes:.0f} min for {agent_steps:,} agent steps, at the "
-            f"{row['agent_steps_per_s']:.0f} steps/s the training benchmark measured for {what} on "
+    return float(row["agent_steps_per_s"]), machine
+
+
+def expected_duration(algo: str, encoder: str, agent_steps: int, rt: Runtime,
+                      benchmark: str | Path = TRAIN_BENCHMARK) -> str:
+    """One line saying how long ``agent_steps`` of xrlkit's ``algo`` trainer with ``encoder``
+    should take, at the :func:`measured_rate` closest to ``rt``, naming the machine it was
+    measured on. Says so when no such measurement exists; never guesses."""
+    what = f"{algo}/{encoder} in {rt.precision}"
+    found = measured_rate(algo, encoder, rt, benchmark)
+    if found is None:
+        return (f"expected time: the training benchmark ({Path(benchmark).name}) has no measurement for {what}; "
+                "the progress bar shows this machine's rate")
+    rate, machine = found
+    return (f"expected time: about {agent_steps / rate / 60:.0f} min for {agent_steps:,} agent steps, at the "
+            f"{rate:.0f} steps/s the training benchmark measured for {what} on "
             f"{machine.get('cores', '?')} cores of {machine.get('cpu', 'an unnamed CPU')} "
             f"({Path(benchmark).name}); another CPU, or a busy one, differs")
 

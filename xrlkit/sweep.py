@@ -1,0 +1,101 @@
+"""Training sweeps: ``xrlkit train`` for every (game, seed), here one after another or as Ray tasks.
+
+Layout of a sweep folder ``OUT``::
+
+    OUT/<Game>-s<seed>/              the run folder of ``xrlkit train`` (checkpoints, metrics.csv, agent)
+    OUT/<Game>-s<seed>.log           the run's output, every attempt appended
+    OUT/<Game>-s<seed>.done          marker: finished (skipped on re-run), with its wall time
+    OUT/sweep.json, OUT/sweep.md     one row per run: status, seconds, attempts, folder, log
+
+Each run is its own ``xrlkit train`` process, so it picks its threads and allocator as a single run
+does and resumes from its own checkpoint: a sweep stopped or killed half-way continues where each
+run stopped when it is started again. A failing run is started again up to ``attempts`` times
+(resuming); on Ray (:mod:`xrlkit.ray_engine`) a run whose worker died is resubmitted too, and
+each run declares ``cpus_per_run`` CPUs, so Ray never puts more runs on a node than it has cores for.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from xrlkit.games import resolve_game
+
+#: options of ``xrlkit train`` that the sweep sets itself, per run
+OWN_OPTIONS = ("--game", "--seed", "--out")
+
+
+def run_name(game: str, seed: int) -> str:
+    return f"{resolve_game(game)}-s{seed}"
+
+
+def run_training(game: str, seed: int, train_args: Sequence[str], out_dir: str | Path, attempts: int = 1) -> dict[str, Any]:
+    """Run ``xrlkit train --game GAME --seed SEED --out OUT/<Game>-s<seed> TRAIN_ARGS`` in a child
+    process, up to ``attempts`` times until it exits 0; the run's index row. Skipped when its
+    ``.done`` marker exists."""
+    out = Path(out_dir)
+    name = run_name(game, seed)
+    run_dir, log, done = out / name, out / f"{name}.log", out / f"{name}.done"
+    row: dict[str, Any] = {"game": resolve_game(game), "seed": seed, "run": str(run_dir), "log": str(log)}
+    if done.exists():
+        return {**row, "status": "skipped (done)", "seconds": json.loads(done.read_text())["seconds"]}
+    command = [sys.executable, "-m", "xrlkit.cli", "train", "--game", row["game"], "--seed", str(seed),
+               "--out", str(run_dir), "--no-progress", *train_args]
+    start = time.time()
+    for attempt in range(1, attempts + 1):
+        with open(log, "a") as f:
+            f.write(f"$ {' '.join(command)}  # attempt {attempt}\n")
+            f.flush()
+            rc = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT).returncode
+        if rc == 0:
+            seconds = round(time.time() - start, 1)
+            done.write_text(json.dumps({"seconds": seconds}))
+            return {**row, "status": "done", "seconds": seconds, "attempts": attempt}
+    return {**row, "status": "failed", "seconds": round(time.time() - start, 1), "attempts": attempts,
+            "error": f"xrlkit train exited {rc}; see {log}"}
+
+
+def run_sweep(
+    games: Sequence[str],
+    seeds: Sequence[int],
+    train_args: Sequence[str],
+    out_dir: str | Path,
+    *,
+    engine: str = "local",
+    address: str | None = None,
+    attempts: int = 1,
+    cpus_per_run: float = 2.0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Every (game, seed) run of ``xrlkit train`` with ``train_args``; writes and returns the
+    sweep's index (one row per run, in game then seed order)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keys = [(resolve_game(g), int(s)) for g in games for s in seeds]
+    if engine == "ray":
+        from xrlkit.ray_engine import collect, ray_session
+
+        with ray_session(address) as ray:
+            task = ray.remote(run_training).options(num_cpus=cpus_per_run, max_retries=max(0, attempts - 1))
+            refs = {task.remote(g, s, list(train_args), out, attempts): (g, s) for g, s in keys}
+            by_key = collect(ray, refs, lambda k: {"game": k[0], "seed": k[1], "run": str(out / run_name(*k))},
+                             cpus_per_run, progress)
+        rows = [by_key[k] for k in keys]
+    elif engine == "local":
+        rows = []
+        for g, s in keys:
+            rows.append(run_training(g, s, train_args, out, attempts))
+            if progress:
+                print(f"sweep: {len(rows)}/{len(keys)} runs; {g} seed {s}: {rows[-1]['status']}", file=sys.stderr, flush=True)
+    else:
+        raise ValueError(f"unknown engine {engine!r}; choose 'local' or 'ray'")
+    index = pd.DataFrame(rows)
+    (out / "sweep.json").write_text(index.to_json(orient="records", indent=1))
+    (out / "sweep.md").write_text(f"# Training sweep\n\n```\n{index.to_string(index=False)}\n```\n")
+    return index
