@@ -174,3 +174,19 @@ def test_agent_protocol_follows_the_checkpoint(tmp_path):
     path = save_agent(QAgent(4, QNetConfig("nature")), tmp_path / "m.safetensors", game="Breakout", protocol="machado")
     assert agent_protocol(load_any_agent(path)) == "machado"
     assert agent_protocol(RandomAgent(4)) == "ifepaper"
+
+
+def test_every_name_table_refuses_in_one_format_with_close_matches():
+    from xrlkit.agents.encoders import ENCODERS
+    from xrlkit.envs import get_protocol
+    from xrlkit.explainers import make_explainer
+    from xrlkit.metrics import make_metric
+    from xrlkit.registry import choose
+
+    assert choose("encoder", "ife", ENCODERS) == "ife"
+    with pytest.raises(ValueError, match=r"unknown explainer 'gradcm'; choose one of grad, .*; did you mean 'gradcam'"):
+        make_explainer("gradcm", None)
+    with pytest.raises(ValueError, match=r"unknown protocol 'machadoo'; .*did you mean 'machado'\?$"):
+        get_protocol("machadoo")
+    with pytest.raises(ValueError, match=r"unknown metric 'zzz'; choose one of accuracy, [^?]*$"):  # nothing close: no hint
+        make_metric("zzz")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xrlkit.games import resolve_game
+from xrlkit.registry import choose
 
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
 ROLES = ("expert", "ife", "visionmask")
@@ -26,8 +27,7 @@ def shipped_models() -> list[dict[str, Any]]:
 
 def shipped(game: str, role: str) -> Path | None:
     """Path of the shipped model of ``role`` for ``game``, or ``None`` if none ships."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
+    choose("role", role, ROLES)
     game = resolve_game(game)
     for entry in shipped_models():
         if entry["game"] == game and entry["role"] == role:

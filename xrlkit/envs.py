@@ -34,6 +34,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.atari_wrappers import AtariWrapper, ClipRewardEnv, EpisodicLifeEnv
 
 from xrlkit.games import is_atari, resolve_game
+from xrlkit.registry import choose
 from xrlkit.worlds import make_world_env, world_action_meanings, world_frame
 
 gym.register_envs(ale_py)
@@ -68,8 +69,7 @@ def get_protocol(name: str | Protocol) -> Protocol:
     """Look a protocol up by name; raises ``ValueError`` listing the known ones."""
     if isinstance(name, Protocol):
         return name
-    if name not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; choose one of {sorted(PROTOCOLS)}")
+    choose("protocol", name, PROTOCOLS)
     return PROTOCOLS[name]
 
 
@@ -187,7 +187,7 @@ def make_vector_env(
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
     else:
-        raise ValueError(f"unknown backend {backend!r}; choose 'ale' or 'gym'")
+        choose("backend", backend, ("ale", "gym"))
     env.reset(seed=seed)
     env.action_space.seed(seed)
     return env

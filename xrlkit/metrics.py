@@ -43,6 +43,7 @@ import torch
 from xrlkit.agents.base import Agent, greedy_actions
 from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer, prepare_inputs
 from xrlkit.references import impute_linear, make_reference
+from xrlkit.registry import choose
 
 N_PIXELS = SALIENCY_SHAPE[0] * SALIENCY_SHAPE[1]
 
@@ -282,8 +283,7 @@ class ROAD:
 
     def __init__(self, order: str = "morf", fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
                  noise: float = 0.01, seed: int = 0, batch_size: int = 64) -> None:
-        if order not in ORDERS:
-            raise ValueError(f"unknown order {order!r}; choose one of {ORDERS}")
+        choose("order", order, ORDERS)
         if not fractions or not all(0 < f < 1 for f in fractions):
             raise ValueError(f"fractions must lie in (0, 1), got {tuple(fractions)}")
         self.order, self.fractions, self.noise, self.seed, self.batch_size = order, tuple(fractions), noise, seed, batch_size
@@ -345,8 +345,7 @@ SEEDED_METRICS: tuple[str, ...] = ("lle", "road_morf", "road_lerf")
 
 def make_metric(name: str, **kwargs: Any) -> Metric:
     """Build metric ``name`` (one of :data:`METRICS`); ``kwargs`` go to its constructor."""
-    if name not in _METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose one of {METRICS}")
+    choose("metric", name, _METRICS)
     return _METRICS[name](**kwargs)
 
 

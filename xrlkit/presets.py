@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from xrlkit.registry import choose
+
 T = TypeVar("T")
 
 
@@ -12,8 +14,7 @@ def config_from_preset(cls: type[T], presets: dict[str, dict[str, Any]], preset:
                        what: str) -> T:
     """``cls(**presets[preset])`` with ``overrides`` applied (``None`` values ignored); a
     ``ValueError`` names an unknown preset or field. ``what`` names the config in errors (``"PPO"``)."""
-    if preset not in presets:
-        raise ValueError(f"unknown {what} preset {preset!r}; choose one of {sorted(presets)}")
+    choose(f"{what} preset", preset, presets)
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(overrides) - fields)
     if unknown:

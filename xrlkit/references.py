@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
+from xrlkit.registry import choose
+
 REFERENCE_MODES = ("black", "mean", "blur", "background")
 
 
@@ -36,8 +38,7 @@ def make_reference(
     states: torch.Tensor, mode: str = "black", background: torch.Tensor | None = None, sigma: float = 5.0
 ) -> torch.Tensor:
     """The reference ``r`` for each state in ``states [B, 4, 84, 84]`` (float, [0, 255])."""
-    if mode not in REFERENCE_MODES:
-        raise ValueError(f"unknown reference mode {mode!r}; choose one of {REFERENCE_MODES}")
+    choose("reference mode", mode, REFERENCE_MODES)
     states = states.float()
     if mode == "black":
         return torch.zeros_like(states)

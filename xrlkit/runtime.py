@@ -37,6 +37,8 @@ from typing import Any, Iterator
 
 import torch
 
+from xrlkit.registry import choose
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ALLOCATORS = ("auto", "tcmalloc", "system")
 #: set in the environment of a re-executed process, so it never re-executes twice
@@ -208,8 +210,7 @@ def resolve_runtime(
     threads (default: all cores), ``env_threads`` the vector env's (split between the groups
     when ``overlap``)."""
     dev = resolve_device(device)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    choose("precision", precision, PRECISIONS)
     if precision == "auto":
         precision = "fp16" if dev.type == "cuda" else ("bf16" if bf16_native() else "fp32")
     elif precision == "bf16" and dev.type == "cpu" and not bf16_native():
@@ -249,8 +250,7 @@ def reexec_with_allocator(allocator: str = "auto") -> None:
     """Re-execute this process with tcmalloc preloaded, when asked for (``auto``: when it is
     installed and this is Linux). Returns normally when nothing needs to change; otherwise does
     not return. ``tcmalloc`` without the library installed raises ``ValueError``."""
-    if allocator not in ALLOCATORS:
-        raise ValueError(f"unknown allocator {allocator!r}; choose one of {ALLOCATORS}")
+    choose("allocator", allocator, ALLOCATORS)
     if allocator == "system" or current_allocator() == "tcmalloc" or os.environ.get(_REEXEC_FLAG):
         return
     lib = tcmalloc_path() if sys.platform.startswith("linux") else None

@@ -35,6 +35,7 @@ import pandas as pd
 from xrlkit.competence import competence_note
 from xrlkit.defaults import shipped
 from xrlkit.games import resolve_games
+from xrlkit.registry import choose
 from xrlkit.runtime import expected_duration, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -230,8 +231,7 @@ def run_study(
     the combined results; returns the index table. ``command`` (the command line that started the
     study) goes to notebooks that declare a ``command`` parameter, unless ``parameters`` sets it;
     the figures notebook writes it next to the figures."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    choose("engine", engine, ENGINES)
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     names = resolve_games(games)

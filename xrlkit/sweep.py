@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from xrlkit.games import resolve_game
+from xrlkit.registry import choose
 
 #: options of ``xrlkit train`` that the sweep sets itself, per run
 OWN_OPTIONS = ("--game", "--seed", "--out")
@@ -94,7 +95,7 @@ def run_sweep(
             if progress:
                 print(f"sweep: {len(rows)}/{len(keys)} runs; {g} seed {s}: {rows[-1]['status']}", file=sys.stderr, flush=True)
     else:
-        raise ValueError(f"unknown engine {engine!r}; choose 'local' or 'ray'")
+        choose("engine", engine, ("local", "ray"))
     index = pd.DataFrame(rows)
     (out / "sweep.json").write_text(index.to_json(orient="records", indent=1))
     (out / "sweep.md").write_text(f"# Training sweep\n\n```\n{index.to_string(index=False)}\n```\n")

@@ -25,6 +25,7 @@ from xrlkit.evaluation import Rollout
 from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer
 from xrlkit.metrics import top_pixels
 from xrlkit.references import make_reference
+from xrlkit.registry import choose
 
 
 @dataclass
@@ -75,8 +76,7 @@ class Explorer:
         """The numbers of one view; ``action=None`` explains the agent's preferred action."""
         if not 0 <= index < len(self.rollout.states):
             raise ValueError(f"state index {index} outside [0, {len(self.rollout.states)})")
-        if explainer not in self.explainers:
-            raise ValueError(f"unknown explainer {explainer!r}; choose one of {list(self.explainers)}")
+        choose("explainer", explainer, self.explainers)
         x = torch.as_tensor(self.rollout.states[index : index + 1], device=self.agent.device).float()
         probs = self._probs(x)
         action = int(probs.argmax()) if action is None else int(action)

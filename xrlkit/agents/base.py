@@ -24,6 +24,7 @@ from torch import nn
 
 from xrlkit.agents.encoders import upsample_attention
 from xrlkit.envs import check_obs
+from xrlkit.registry import choose
 
 
 @runtime_checkable
@@ -68,7 +69,7 @@ def choose_actions(logits: torch.Tensor, epsilon: float, rng: np.random.Generato
         u = rng.random((len(probs), 1))
         actions = np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), logits.shape[1] - 1)
     else:
-        raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
+        choose("act mode", mode, ACT_MODES)
     if epsilon > 0:
         explore = rng.random(len(actions)) < epsilon
         actions[explore] = rng.integers(0, logits.shape[1], int(explore.sum()))
@@ -88,8 +89,7 @@ class ActMode:
 
     @act_mode.setter
     def act_mode(self, mode: str) -> None:
-        if mode not in ACT_MODES:
-            raise ValueError(f"unknown act mode {mode!r}; choose one of {ACT_MODES}")
+        choose("act mode", mode, ACT_MODES)
         if mode == "sample" and self.sampling_refused:
             raise ValueError(f"{self.sampling_refused}; use act_mode='greedy'")
         self._act_mode = mode

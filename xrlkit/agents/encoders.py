@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xrlkit.registry import choose
+
 NormFn = Callable[[nn.Module], nn.Module]
 
 
@@ -210,6 +212,5 @@ ENCODERS: dict[str, type[nn.Module]] = {
 
 def make_encoder(name: str, in_channels: int = 4, **kwargs: object) -> nn.Module:
     """Build an encoder by name (a key of :data:`ENCODERS`); kwargs go to its constructor."""
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    choose("encoder", name, ENCODERS)
     return ENCODERS[name](in_channels=in_channels, **kwargs)

@@ -52,6 +52,7 @@ from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.presets import config_from_preset
+from xrlkit.registry import choose
 from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run
 from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
 
@@ -176,12 +177,10 @@ def train(
     if proto.name == "rlzoo":
         raise ValueError("the xrlkit PPO trainer runs on ale-py's vector env, which cannot reproduce the rlzoo "
                          "protocol (FIRE on reset); use --protocol ifepaper or machado, or --algo sb3-ppo")
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
+    choose("encoder", encoder, ENCODERS)
     if total_frames < 1:
         raise ValueError(f"total_frames must be >= 1, got {total_frames}")
-    if eval_act_mode not in ACT_MODES:
-        raise ValueError(f"unknown eval_act_mode {eval_act_mode!r}; choose one of {ACT_MODES}")
+    choose("eval_act_mode", eval_act_mode, ACT_MODES)
     cfg = make_config(preset, **overrides)
     rt = runtime or resolve_runtime()
     out = check_out_dir(out_dir)

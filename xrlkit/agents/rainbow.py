@@ -52,6 +52,7 @@ from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.presets import config_from_preset
+from xrlkit.registry import choose
 from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, read_curve
 from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
 
@@ -145,8 +146,7 @@ class RainbowLearner:
         action_meanings: tuple[str, ...] | None = None,
         seed: int = 0,
     ) -> None:
-        if encoder not in ENCODERS:
-            raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
+        choose("encoder", encoder, ENCODERS)
         self.config, self.runtime, self.device = config, runtime, runtime.device
         c = config
         net = QNetConfig(encoder=encoder, hidden=c.hidden, dueling=c.dueling, noisy=c.noisy,
@@ -331,8 +331,7 @@ def train(
     proto = get_protocol(protocol)
     cfg = make_config(preset, n_envs=n_envs, **overrides)
     encoder = encoder or cfg.default_encoder
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
+    choose("encoder", encoder, ENCODERS)
     if total_frames < 1:
         raise ValueError(f"total_frames must be >= 1, got {total_frames}")
     rt = runtime or resolve_runtime()

@@ -58,6 +58,7 @@ from xrlkit.agents.encoders import ENCODERS, make_encoder, upsample_attention
 from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
+from xrlkit.registry import choose
 
 #: algorithm name -> SB3 class
 ALGOS: dict[str, type[BaseAlgorithm]] = {
@@ -563,8 +564,7 @@ def train_sb3(
     protocol = get_protocol(protocol).name
     if algo not in RLZOO_PRESETS:
         raise ValueError(f"train_sb3 supports algo in {sorted(RLZOO_PRESETS)}, got {algo!r}")
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {sorted(ENCODERS)}")
+    choose("encoder", encoder, ENCODERS)
     preset = RLZOO_PRESETS[algo]
     n_envs = preset["n_envs"] if n_envs is None else n_envs
     if total_steps < 1 or n_envs < 1:

@@ -23,6 +23,7 @@ import torch
 
 from xrlkit.agents.base import as_obs_tensor, choose_actions
 from xrlkit.envs import action_meanings
+from xrlkit.registry import choose
 
 _TOP, _BOTTOM = 14, 77  # playfield rows [_TOP, _BOTTOM)
 _PADDLE_COLS = slice(73, 76)  # the agent's paddle
@@ -138,8 +139,7 @@ SCRIPTED = {"pong-tracker": ("Pong", PongTracker)}
 def make_scripted_agent(name: str, game: str | None = None, protocol: str | None = None) -> PongTracker:
     """The scripted agent ``name`` (see :data:`SCRIPTED`); ``ValueError`` for an unknown name, another
     game, or a protocol whose frames it cannot read."""
-    if name not in SCRIPTED:
-        raise ValueError(f"unknown scripted agent {name!r}; choose one of {sorted(SCRIPTED)}")
+    choose("scripted agent", name, SCRIPTED)
     own_game, cls = SCRIPTED[name]
     if game is not None:
         from xrlkit.games import resolve_game

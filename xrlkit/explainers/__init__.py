@@ -33,6 +33,7 @@ from xrlkit.explainers.captum_based import (
 )
 from xrlkit.explainers.perturbation import GreydanusExplainer, RandomExplainer, RISEExplainer, SARFAExplainer
 from xrlkit.explainers.surrogate import LIMEExplainer
+from xrlkit.registry import choose
 
 _CLASSES: dict[str, Any] = {
     "grad": GradientExplainer,
@@ -55,8 +56,7 @@ def make_explainer(name: str, agent: Agent, **kwargs: Any) -> Explainer:
     """Build explainer ``name`` for ``agent``; ``kwargs`` go to its constructor (e.g.
     ``n_steps`` for ``ig``, ``patch``/``stride`` for ``occlusion``, ``seed`` for ``rise``/``lime``/``random``).
     ``visionmask`` explains a VisionMask model, passed as ``model=``; the agent is not used."""
-    if name not in _CLASSES:
-        raise ValueError(f"unknown explainer {name!r}; choose one of {EXPLAINERS}")
+    choose("explainer", name, _CLASSES)
     if name == "visionmask":
         if "model" not in kwargs:
             raise ValueError("the 'visionmask' explainer needs model=<trained VisionMask model>")

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from xrlkit.agents.base import choose_actions
 from xrlkit.envs import make_env, rgb_frame
 from xrlkit.games import resolve_game
+from xrlkit.registry import choose
 from xrlkit.visionmask.model import file_sha256
 
 SPLITS = ("train", "val", "test")
@@ -234,8 +235,7 @@ class StateDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", agent: Any = None, load_frames: bool = False) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        choose("split", split, SPLITS)
         self.root = Path(root)
         self.meta = dataset_meta(self.root)
         self.split = split

@@ -33,6 +33,7 @@ from torch import nn
 from xrlkit.checkpoint import load_tensors, save_tensors
 from xrlkit.games import resolve_game
 from xrlkit.references import REFERENCE_MODES, make_reference
+from xrlkit.registry import choose
 
 BACKBONES = ("mobilenet", "resnet50")
 BACKBONE_WEIGHTS = ("none", "imagenet")
@@ -90,10 +91,8 @@ def build_segmenter(backbone: str, n_outputs: int, weights: str = "none", head_c
     from torchvision.models import segmentation
     from torchvision.models.segmentation.deeplabv3 import ASPP
 
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
-    if weights not in BACKBONE_WEIGHTS:
-        raise ValueError(f"unknown backbone weights {weights!r}; choose one of {BACKBONE_WEIGHTS}")
+    choose("backbone", backbone, BACKBONES)
+    choose("backbone weights", weights, BACKBONE_WEIGHTS)
     if head_channels < 1:
         raise ValueError(f"head_channels must be >= 1, got {head_channels}")
     wb = _imagenet_backbone_weights(backbone) if weights == "imagenet" else None
@@ -162,8 +161,7 @@ class VisionMask(nn.Module):
         super().__init__()
         if n_actions < 2:
             raise ValueError(f"VisionMask needs an agent with >= 2 actions, got {n_actions}")
-        if reference_mode not in REFERENCE_MODES:
-            raise ValueError(f"unknown reference mode {reference_mode!r}; choose one of {REFERENCE_MODES}")
+        choose("reference mode", reference_mode, REFERENCE_MODES)
         if reference_mode == "background" and background is None:
             raise ValueError("reference mode 'background' needs a background image [4, 84, 84]")
         self.n_actions = n_actions
