@@ -32,6 +32,9 @@ from xrlkit.metrics import explainer_ranks, metric_sanity  # noqa: E402
 from xrlkit.sanity import PASS_BELOW, randomisation_table  # noqa: E402
 
 EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
+#: what each metric puts where it removes pixels, reported with every number
+REFERENCE_OF = {**dict.fromkeys(["accuracy", "insertion", "deletion", "srg"], "background"),
+                **dict.fromkeys(["road_morf", "road_lerf", "road"], "noisy linear imputation")}
 CLASSIC_VS_ROBUST = ["deletion", "road_morf", "insertion", "road_lerf", "srg", "road"]
 
 
@@ -70,8 +73,12 @@ def main() -> int:
             randomisation(game, has_vm, args).to_csv(random_path, index=False)
         randomised.append(pd.read_csv(random_path))
     table = pd.concat(tables, ignore_index=True)
+    table["agent"] = table["agent"].map(lambda path: Path(path).name)  # the shipped file, not this machine's path
+    table.insert(2, "reference", table["metric"].map(REFERENCE_OF).fillna("none"))
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "faithfulness.csv", index=False)
+    first = ["game", "explainer", "metric", "reference", "mean", "ci_low", "ci_high", "n_states"]
+    out_table = table.rename(columns={"value": "mean"})
+    out_table[first + [c for c in out_table if c not in first]].to_csv(args.out / "faithfulness.csv", index=False)
     random_table = pd.concat(randomised, ignore_index=True)
     random_table.to_csv(args.out / "randomisation.csv", index=False)
 
