@@ -79,10 +79,8 @@ def run_on_ray(
                 previous = task.remote(game, nb, params, out_dir, kernel, timeout, attempts, previous)
                 refs[previous] = (game, k)
         rows = collect(ray, refs, lambda key: {"game": key[0], "notebook": f"#{key[1] + 1}"}, cpus_per_task, progress)
-    by_game: dict[str, list[dict[str, Any]]] = {}
-    for key in sorted(rows, key=lambda gk: (list(games).index(gk[0]), gk[1])):
-        by_game.setdefault(key[0], []).append(rows[key])
-    return [row for game in games for row in mark_degenerate(Path(out_dir) / game, by_game.get(game, []))]
+    return [row for game in games
+            for row in mark_degenerate(Path(out_dir) / game, [rows[(game, k)] for k in range(len(notebooks))])]
 
 
 def collect(ray: Any, refs: dict[Any, Hashable], describe: Callable[[Any], dict[str, Any]],

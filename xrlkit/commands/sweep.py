@@ -8,6 +8,7 @@ import os
 
 from xrlkit.commands import train as train_command
 from xrlkit.games import resolve_games
+from xrlkit.sweep import OWN_OPTIONS, run_sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train_options(train_args: list[str]) -> argparse.Namespace:
     """``train_args`` parsed as ``xrlkit train`` would parse them (``ValueError`` if it would refuse them)."""
-    own = [a for a in train_args if a.split("=")[0] in ("--game", "--seed", "--out")]
+    own = [a for a in train_args if a.split("=")[0] in OWN_OPTIONS]
     if own:
         raise ValueError(f"the sweep sets {', '.join(own)} itself; pass games, seeds and --out to 'xrlkit sweep'")
     parser = argparse.ArgumentParser(prog="xrlkit train", exit_on_error=False)
@@ -63,7 +64,6 @@ def _plan(n_runs: int, options: argparse.Namespace, cpus_per_run: float, cluster
 
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.runlog import check_out_dir
-    from xrlkit.sweep import run_sweep
 
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     options = _train_options(train_args)
