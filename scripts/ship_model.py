@@ -13,7 +13,7 @@
 
 Usage:
     python scripts/ship_model.py sb3 SRC.zip --game Breakout --role expert --command "..." [--protocol rlzoo] [--act-mode sample]
-    python scripts/ship_model.py xrlkit SRC.safetensors --game Pong --command "..." [--act-mode sample]
+    python scripts/ship_model.py xrlkit SRC.safetensors --game Pong --command "..." [--act-mode sample] [--role second-seed]
     python scripts/ship_model.py visionmask SRC.safetensors --game Breakout --command "..."
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from xrlkit.checkpoint import load_tensors, save_tensors
-from xrlkit.defaults import MODELS_DIR, shipped
+from xrlkit.defaults import MODELS_DIR, ROLES, shipped
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("kind", choices=["sb3", "xrlkit", "visionmask"])
     p.add_argument("src", type=Path)
     p.add_argument("--game", required=True)
-    p.add_argument("--role", default="expert")
+    p.add_argument("--role", default="expert", choices=[r for r in ROLES if r != "visionmask"])
     p.add_argument("--command", required=True, help="the command that trained the model")
     p.add_argument("--protocol", default="rlzoo")
     p.add_argument("--episodes", type=int, default=10)

@@ -14,7 +14,8 @@ from xrlkit.metrics import make_metric
 from xrlkit.visionmask import load_visionmask
 
 MODELS = shipped_models()
-EXPERTS = [m for m in MODELS if m["role"] in ("expert", "ife")]
+EXPERTS = [m for m in MODELS if m["role"] in ("expert", "second-seed", "ife")]
+SECOND_SEEDS = [m for m in MODELS if m["role"] == "second-seed"]
 MASKS = [m for m in MODELS if m["role"] == "visionmask"]
 
 
@@ -40,6 +41,16 @@ def test_shipped_agent_beats_random_play(entry):
         for name, policy in [("agent", agent), ("random", RandomAgent(agent.n_actions, agent.action_meanings, seed=0))]
     }
     assert played["agent"] > played["random"], played
+
+
+@pytest.mark.parametrize("entry", SECOND_SEEDS, ids=lambda m: m["game"])
+def test_second_seed_is_the_experts_recipe_from_another_seed(entry):
+    """Stability across seeds compares agents that differ in their seed only."""
+    expert = next(m for m in MODELS if (m["game"], m["role"]) == (entry["game"], "expert"))
+    same = ("kind", "algo", "encoder", "frames", "protocol", "act_mode")
+    assert {k: entry.get(k) for k in same} == {k: expert.get(k) for k in same}
+    assert entry["seed"] != expert["seed"]
+    assert entry["command"].split("--seed")[0] == expert["command"].split("--seed")[0]
 
 
 @pytest.mark.parametrize("entry", MASKS, ids=lambda m: m["game"])

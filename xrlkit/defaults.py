@@ -2,8 +2,9 @@
 
 Trained models that ship with xrlkit live in ``xrlkit/data/models`` and are listed in its
 ``manifest.json``: one entry per file with ``game``, ``role`` (``expert``: the agent that is
-explained; ``ife``: an agent with the IFE encoder; ``visionmask``: the VisionMask model of the
-game's expert), ``file``, the ``command`` that produced it and what it measured.
+explained; ``second-seed``: the expert's recipe trained from another seed, to measure how
+stable explanations are across agent seeds; ``ife``: an agent with the IFE encoder;
+``visionmask``: the VisionMask model of the game's expert), ``file``, the ``command`` that produced it and what it measured.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from xrlkit.games import resolve_game
 from xrlkit.registry import choose
 
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
-ROLES = ("expert", "ife", "visionmask")
+ROLES = ("expert", "second-seed", "ife", "visionmask")
 
 
 def shipped_models() -> list[dict[str, Any]]:

@@ -237,6 +237,37 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
     return fig
 
 
+def stability_bars(table, *, title: str | None = None, top: float = 0.1) -> Figure:
+    """Grouped bars of a :func:`xrlkit.stability.stability_table` (columns ``explainer``,
+    ``comparison``, ``measure``, ``mean``, ``ci_low``, ``ci_high``): one panel per measure,
+    explainers on the x-axis, one bar per comparison with its 95% interval. ``top`` names the
+    share of pixels of the IoU measure in its panel title."""
+    import pandas as pd
+
+    df = pd.DataFrame(table)
+    labels = {"spearman": "rank correlation of the maps", "top_iou": f"IoU of the top {top:.0%} pixels"}
+    measures = list(df["measure"].unique())
+    comparisons = list(df["comparison"].unique())
+    explainers = list(df["explainer"].unique())
+    fig, axes = plt.subplots(1, len(measures), figsize=(0.9 * len(explainers) * len(measures) + 2, 3.8), squeeze=False)
+    width = 0.8 / len(comparisons)
+    for ax, measure in zip(axes.flat, measures):
+        for k, (comparison, colour) in enumerate(zip(comparisons, ["tab:blue", "darkgrey", "tab:orange"])):
+            sub = df[(df["measure"] == measure) & (df["comparison"] == comparison)].set_index("explainer").reindex(explainers)
+            err = np.stack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]]).clip(min=0)
+            ax.bar(np.arange(len(explainers)) + (k - (len(comparisons) - 1) / 2) * width, sub["mean"], width,
+                   yerr=err, capsize=2, error_kw={"lw": 0.8}, color=colour, label=comparison)
+        ax.set_xticks(np.arange(len(explainers)), explainers, rotation=60, fontsize=8)
+        ax.set_title(f"{labels.get(measure, measure)} (higher: more alike)", fontsize=9)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.grid(axis="y", alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def counterfactual_chart(cf, meanings: Sequence[str], frame: np.ndarray | torch.Tensor,
                          mask: np.ndarray | torch.Tensor) -> Figure:
     """One state's counterfactuals (:class:`xrlkit.visionmask.Counterfactual` of one state

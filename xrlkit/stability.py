@@ -45,17 +45,27 @@ def map_agreement(a: torch.Tensor, b: torch.Tensor, top: float = 0.1) -> dict[st
     return {"spearman": spearman.numpy(), "top_iou": iou.numpy()}
 
 
+#: the measures of :func:`map_agreement`, as named in :func:`stability_table`
+MEASURES = ("spearman", "top_iou")
+#: the two comparisons of :func:`stability_table`
+ACROSS, AGAIN = "across agents", "same agent, two runs"
+
+
 def stability_table(
     agents: Sequence[Agent], states: np.ndarray | torch.Tensor, make: Callable[[str, Agent, int], Explainer],
-    explainers: Sequence[str], top: float = 0.1, batch_size: int = 16,
+    explainers: Sequence[str], top: float = 0.1, batch_size: int = 16, seed: int = 0,
 ) -> pd.DataFrame:
     """Agreement of explanations of ``states [N, 4, 84, 84]`` across ``agents`` (>= 2, e.g. seeds
     of one recipe), per explainer; ``make(name, agent, seed)`` builds an explainer. Each map
     explains the first agent's preferred action, so every agent is asked about the same action.
 
-    One row per (explainer, comparison): ``comparison`` is ``"across agents"`` (mean over agent
-    pairs) or ``"same agent, two runs"`` (the explainer with seeds 0 and 1 on the first agent);
-    columns ``spearman`` and ``top_iou`` (means over states) and ``n_states``."""
+    One row per (explainer, comparison, measure): ``comparison`` is :data:`ACROSS` (per state,
+    the mean over agent pairs) or :data:`AGAIN` (the explainer with seeds 0 and 1 on the first
+    agent: 1 for a deterministic explainer, its own noise for a stochastic one); ``measure`` one of
+    :data:`MEASURES`; ``mean`` over states with its 95% bootstrap interval ``ci_low``, ``ci_high``
+    (:func:`xrlkit.metrics.mean_ci`, seeded by ``seed``) and ``n_states``."""
+    from xrlkit.metrics import mean_ci
+
     if len(agents) < 2:
         raise ValueError("need at least two agents to compare")
     x = torch.as_tensor(states)
@@ -70,8 +80,10 @@ def stability_table(
         per_agent = [maps(make(name, agent, 0)) for agent in agents]
         pairs = [map_agreement(per_agent[i], per_agent[j], top) for i, j in itertools.combinations(range(len(agents)), 2)]
         again = map_agreement(per_agent[0], maps(make(name, agents[0], 1)), top)
-        for comparison, scores in (("across agents", pairs), ("same agent, two runs", [again])):
-            rows.append({"explainer": name, "comparison": comparison,
-                         "spearman": float(np.mean([s["spearman"].mean() for s in scores])),
-                         "top_iou": float(np.mean([s["top_iou"].mean() for s in scores])), "n_states": len(x)})
+        for comparison, scores in ((ACROSS, pairs), (AGAIN, [again])):
+            for measure in MEASURES:
+                per_state = np.mean([s[measure] for s in scores], axis=0)
+                low, high = mean_ci(per_state, seed=seed)
+                rows.append({"explainer": name, "comparison": comparison, "measure": measure,
+                             "mean": float(per_state.mean()), "ci_low": low, "ci_high": high, "n_states": len(x)})
     return pd.DataFrame(rows)
