@@ -5,7 +5,8 @@ randomisation test's numbers also in ``figures/randomisation.csv``.
 
 Runs ``xrlkit evaluate-explainers`` and :func:`xrlkit.sanity.randomisation_table` once per game
 into ``--work`` (a game whose tables are already there is not run again, so an interrupted run
-resumes), then combines the tables.
+resumes; a table that lacks a metric gets only that metric computed, on the same states), then
+combines the tables.
 
     .venv/bin/python scripts/faithfulness_table.py --work /tmp/faithfulness
 """
@@ -28,12 +29,12 @@ from xrlkit.defaults import shipped, shipped_models  # noqa: E402
 from xrlkit.agents.load import agent_protocol, load_any_agent  # noqa: E402
 from xrlkit.commands.evaluate_explainers import build_explainers  # noqa: E402
 from xrlkit.evaluation import rollout  # noqa: E402
-from xrlkit.metrics import explainer_ranks, metric_sanity  # noqa: E402
+from xrlkit.metrics import DERIVED_METRICS, METRICS, REFERENCE_METRICS, explainer_ranks, metric_sanity  # noqa: E402
 from xrlkit.sanity import PASS_BELOW, randomisation_table  # noqa: E402
 
 EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 #: what each metric puts where it removes pixels, reported with every number
-REFERENCE_OF = {**dict.fromkeys(["accuracy", "insertion", "deletion", "srg"], "background"),
+REFERENCE_OF = {**dict.fromkeys([*REFERENCE_METRICS, "srg"], "background"),
                 **dict.fromkeys(["road_morf", "road_lerf", "road"], "noisy linear imputation")}
 CLASSIC_VS_ROBUST = ["deletion", "road_morf", "insertion", "road_lerf", "srg", "road"]
 
@@ -56,18 +57,19 @@ def main() -> int:
         table_path = args.work / f"{game}.csv"
         has_vm = shipped(game, "visionmask") is not None
         if not table_path.exists():
-            started = time.perf_counter()
-            rc = xrlkit_main([
-                "evaluate-explainers", "--game", game, "--agent", "shipped",
-                "--explainers", EXPLAINERS + (",visionmask" if has_vm else ""),
-                *(["--visionmask", "shipped"] if has_vm else []),
-                "--reference", "background", "--n-states", str(args.n_states), "--every", str(args.every),
-                "--seed", str(args.seed), "--lle-samples", str(args.lle_samples), "--out", str(table_path),
-            ])
-            if rc != 0:
+            if (rc := evaluate(game, has_vm, args, table_path, METRICS)) != 0:
                 return rc
-            print(f"{game}: {time.perf_counter() - started:.0f} s for {args.n_states} states", flush=True)
-        tables.append(pd.read_csv(table_path))
+        table = pd.read_csv(table_path)
+        missing = [m for m in METRICS if m not in set(table["metric"])]
+        if missing:  # a table made before a metric was added: compute just that metric, on the same states
+            extra_path = args.work / f"{game}-{'-'.join(missing)}.csv"
+            if (rc := evaluate(game, has_vm, args, extra_path, missing)) != 0:
+                return rc
+            order = {m: i for i, m in enumerate([*METRICS, *DERIVED_METRICS])}
+            table = pd.concat([table, pd.read_csv(extra_path)], ignore_index=True)
+            table = table.sort_values("metric", key=lambda m: m.map(order), kind="stable")
+            table.to_csv(table_path, index=False)
+        tables.append(table)
         random_path = args.work / f"{game}-randomisation.csv"
         if not random_path.exists():
             randomisation(game, has_vm, args).to_csv(random_path, index=False)
@@ -106,6 +108,22 @@ def main() -> int:
     (args.out / "faithfulness.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'faithfulness.csv'}, {args.out / 'faithfulness.md'} and the figures")
     return 0
+
+
+def evaluate(game: str, has_vm: bool, args: argparse.Namespace, out: Path, metrics) -> int:
+    """``xrlkit evaluate-explainers`` of every explainer on the game's shipped expert, ``metrics``
+    only, into the table ``out``; its exit code."""
+    started = time.perf_counter()
+    rc = xrlkit_main([
+        "evaluate-explainers", "--game", game, "--agent", "shipped",
+        "--explainers", EXPLAINERS + (",visionmask" if has_vm else ""),
+        *(["--visionmask", "shipped"] if has_vm else []), "--metrics", ",".join(metrics),
+        "--reference", "background", "--n-states", str(args.n_states), "--every", str(args.every),
+        "--seed", str(args.seed), "--lle-samples", str(args.lle_samples), "--out", str(out),
+    ])
+    if rc == 0:
+        print(f"{game}: {', '.join(metrics)}: {time.perf_counter() - started:.0f} s for {args.n_states} states", flush=True)
+    return rc
 
 
 def randomisation(game: str, has_vm: bool, args: argparse.Namespace) -> pd.DataFrame:

@@ -76,6 +76,30 @@ def test_region_agent_orderings(states):
     assert acc(agent, states, a, good).mean() == 1.0
 
 
+class ThresholdRegionAgent(RegionAgent):
+    """Action REGION while the region's mean value is above 64, else NOOP: the decision rests on
+    3.4% of the screen."""
+
+    def forward(self, x):
+        region = super().forward(x)[:, 0]
+        return torch.stack([region, torch.full_like(region, 8 * 0.25)], dim=1)  # inputs scaled to [0, 1]
+
+
+def test_top_accuracy_tells_a_real_map_from_flat_and_random():
+    states = torch.as_tensor(np.random.default_rng(0).integers(128, 256, (6, 4, 84, 84)), dtype=torch.uint8)
+    agent = ThresholdRegionAgent()
+    a = agent.act(states)
+    assert (a == 0).all()
+    maps = {"grad": make_explainer("grad", agent).explain(states, a), "flat": torch.ones(6, 84, 84),
+            "random": make_explainer("random", agent, seed=0).explain(states, a)}
+    soft, top = Accuracy(), make_metric("top_accuracy")
+    assert soft(agent, states, a, maps["flat"]).tolist() == [1.0] * 6  # the soft mask keeps a flat map's whole state
+    assert top(agent, states, a, maps["grad"]).tolist() == [1.0] * 6  # the region is in the top 10%
+    assert top(agent, states, a, maps["flat"]).tolist() == [0.0] * 6  # a random tenth of the region stays: NOOP
+    assert top(agent, states, a, maps["random"]).tolist() == [0.0] * 6
+    assert top.top_q == 0.1 and top.name == "top_accuracy"
+
+
 def test_accuracy_extremes(tiny_agent, states):
     a = tiny_agent.act(states)
     assert Accuracy()(tiny_agent, states, a, torch.ones(4, 84, 84)).tolist() == [1.0] * 4  # m = 1 keeps s

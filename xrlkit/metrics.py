@@ -13,6 +13,8 @@ name           best   score per state
 =============  =====  =====================================================================
 accuracy       high   1 if argmax on ``m*s + (1-m)*r`` equals the action, with ``m`` the
                       saliency divided by its max (VisionMask's definition), else 0
+top_accuracy   high   the same with ``m`` the binary mask of the 10% most salient pixels: a
+                      flat or random map keeps a random tenth of the screen
 insertion      high   AUC of P(action) as pixels of s are inserted into r, most salient first
 deletion       low    AUC of P(action) as pixels of s are replaced by r, most salient first
 road_morf      low    ROAD (Rong et al. 2022): mean P(action) with the most salient 10..90%
@@ -116,6 +118,26 @@ class Accuracy:
         pred = _logits(agent, kept, self.batch_size).argmax(dim=1)
         return (pred == a).double().cpu().numpy()
 
+
+class TopAccuracy(Accuracy):
+    """:class:`Accuracy` with a binary mask: keep only the ``top_q`` most salient pixels (10% by
+    default), the reference elsewhere. The soft mask of the VisionMask paper keeps most of the
+    state wherever a map is nearly flat (RISE's maps: max/min ~1.3), so a flat map scores as well
+    as the best one; with a binary mask a flat or random map keeps a random tenth of the screen
+    and loses the action wherever the decision rests on a few objects."""
+
+    name = "top_accuracy"
+
+    def __init__(
+        self, reference: str = "black", background: torch.Tensor | None = None, top_q: float = 0.1,
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__(reference, background, top_q, batch_size)
+
+
+#: metrics that remove pixels and put a reference image in their place (``reference``,
+#: ``background``)
+REFERENCE_METRICS: tuple[str, ...] = ("accuracy", "top_accuracy", "insertion", "deletion")
 
 #: seed of the fixed pseudo-random pixel order that breaks ties between equal saliency values
 TIE_BREAK_SEED = 0
@@ -333,7 +355,7 @@ class Sparseness:
 
 
 _METRICS: dict[str, Any] = {
-    "accuracy": Accuracy, "insertion": Insertion, "deletion": Deletion,
+    "accuracy": Accuracy, "top_accuracy": TopAccuracy, "insertion": Insertion, "deletion": Deletion,
     "road_morf": functools.partial(ROAD, order="morf"), "road_lerf": functools.partial(ROAD, order="lerf"),
     "lle": LocalLipschitzEstimate, "sparseness": Sparseness,
 }

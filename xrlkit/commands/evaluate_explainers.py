@@ -11,7 +11,7 @@ from xrlkit.defaults import model_path
 from xrlkit.explainers import EXPLAINERS, Explainer, VisionMaskExplainer, make_explainer
 from xrlkit.games import resolve_game
 from xrlkit.evaluation import rollout
-from xrlkit.metrics import METRICS, SEEDED_METRICS, evaluate_explainers, make_metric, metric_sanity
+from xrlkit.metrics import METRICS, REFERENCE_METRICS, SEEDED_METRICS, evaluate_explainers, make_metric, metric_sanity
 from xrlkit.references import REFERENCE_MODES, estimate_background
 
 DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
@@ -71,7 +71,7 @@ def build_explainers(names: list[str], agent, args: argparse.Namespace) -> dict[
 
 def _metric_options(name: str, args: argparse.Namespace, reference: dict) -> dict:
     options: dict = {"seed": args.seed} if name in SEEDED_METRICS else {}
-    if name in ("accuracy", "insertion", "deletion"):
+    if name in REFERENCE_METRICS:
         options.update(reference)
     if name == "lle":
         options["n_samples"] = args.lle_samples
