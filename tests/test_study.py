@@ -11,7 +11,9 @@ import nbformat
 import pytest
 
 from xrlkit.commands import parse_key_values
-from xrlkit.study import combine_results, kernel_manager_class, list_notebooks, notebook_parameters, run_study
+from xrlkit.study import (
+    combine_results, kernel_manager_class, list_notebooks, notebook_parameters, run_study, study_plan,
+)
 
 
 def _notebook(path, code: str, params_source: str = 'game = "Pong"\nout_dir = ""\nvalue = 1') -> None:
@@ -79,6 +81,57 @@ def test_study_says_how_long_expert_training_should_take(tmp_path, capsys):
     assert "expected time: about" in said and "100,000 agent steps" in said
     run_study("Seaquest", tmp_path / "b", notebook_dir=nbs)  # no training asked: nothing said
     assert "expected time" not in capsys.readouterr().out
+
+
+def _study_benchmark(path: Path) -> Path:
+    """A study benchmark: 2 cores; notebook 01 takes 600 s with a shipped expert, 900 s without;
+    notebook 02 takes 300 s either way."""
+    path.write_text(json.dumps({"machine": {"cpu": "Test CPU", "cores": 2}, "runs": [
+        {"game": "Breakout", "shipped_expert": True, "seconds": {"01_train": 600.0, "02_explain": 300.0}},
+        {"game": "Boxing", "shipped_expert": False, "seconds": {"01_train": 900.0, "02_explain": 300.0}}]}))
+    return path
+
+
+def test_study_plan_estimates_from_the_benchmark(tmp_path):
+    bench = _study_benchmark(tmp_path / "study.json")
+    nbs = [Path("01_train.ipynb"), Path("02_explain.ipynb")]
+    # Breakout ships an expert (900 s), Boxing and Seaquest do not (1,200 s each): 3,300 s on 2 cores
+    plan = study_plan(["Breakout", "Boxing", "Seaquest"], nbs, tmp_path / "out", cpus=4, benchmark=bench)
+    assert "3 game(s) x 2 notebook(s): 6 to run" in plan
+    assert "1.8 CPU-hours" in plan  # 3,300 s x 2 cores
+    assert "about 0.6 h with 2 game(s) at a time" in plan  # 1,200 | 900 + 1,200 s: 2,100 s
+    assert "0.9 h with 1 game(s)" in study_plan(["Breakout", "Boxing", "Seaquest"], nbs, tmp_path / "out", cpus=4,
+                                                 workers=1, benchmark=bench)
+    (tmp_path / "out" / "Boxing").mkdir(parents=True)
+    (tmp_path / "out" / "Boxing" / "01_train.done").write_text('{"seconds": 1}')
+    plan = study_plan(["Breakout", "Boxing"], nbs, tmp_path / "out", cpus=2, benchmark=bench)
+    assert "4 notebook(s)" not in plan and "3 to run, 1 already done" in plan and "0.7 CPU-hours" in plan
+    plan = study_plan(["Boxing"], [*nbs, Path("03_new.ipynb")], tmp_path / "new", cpus=2, benchmark=bench,
+                      parameters={"eval_states": 96})
+    assert "not estimated (no measurement): 03_new" in plan and "--param eval_states" in plan
+    assert "cannot estimate" in study_plan(["Boxing"], nbs, tmp_path, cpus=2, benchmark=tmp_path / "missing.json")
+
+
+def test_study_plan_adds_expert_training(tmp_path):
+    from xrlkit.runtime import measured_rate, resolve_runtime
+
+    bench = _study_benchmark(tmp_path / "study.json")
+    nbs = [Path("01_train.ipynb")]
+    rate = measured_rate("ppo", "nature", resolve_runtime())
+    plan = study_plan(["Boxing", "Breakout"], nbs, tmp_path, cpus=2, benchmark=bench, parameters={"expert_frames": 4_000_000})
+    if rate is None:
+        assert "not estimated (no measurement): expert training" in plan
+    else:  # Boxing trains 1M agent steps; Breakout ships its expert
+        hours = (900 + 600 + 1_000_000 / rate[0]) * 2 / 3600
+        assert f"{hours:.1f} CPU-hours" in plan and "4,000,000-frame PPO expert" in plan
+
+
+def test_study_dry_run_runs_nothing(tmp_path, capsys):
+    from xrlkit.cli import main
+
+    assert main(["study", "--games", "Pong,Boxing", "--dry-run", "--out", str(tmp_path / "s")]) == 0
+    said = capsys.readouterr().out
+    assert "plan: 2 game(s) x" in said and not (tmp_path / "s").exists()
 
 
 @pytest.mark.skipif(os.name == "nt", reason="unix sockets are POSIX only; Windows keeps TCP")

@@ -36,13 +36,16 @@ from xrlkit.competence import competence_note
 from xrlkit.defaults import shipped
 from xrlkit.games import resolve_games
 from xrlkit.registry import choose
-from xrlkit.runtime import expected_duration, resolve_runtime
+from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: where the notebooks run: processes of this machine, or tasks on a Ray cluster
 ENGINES = ("local", "ray")
 #: index statuses of a notebook whose outputs the next notebook can use
 FINISHED = ("done", "skipped (done)")
+#: each notebook's wall time with its default parameters, on a game that ships an expert and on
+#: one that does not, measured by ``benchmarks/bench_study.py`` (present in a checkout)
+STUDY_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "study-cpu.json"
 
 
 def kernel_manager_class() -> type | None:
@@ -206,6 +209,70 @@ def combine_results(out_dir: str | Path) -> pd.DataFrame:
             df.insert(0, "game", path.parent.parent.name)
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def study_plan(
+    games: Sequence[str], notebooks: Sequence[Path], out_dir: str | Path, cpus: int, workers: int | None = None,
+    parameters: dict[str, Any] | None = None, benchmark: str | Path = STUDY_BENCHMARK,
+) -> str:
+    """What a study of ``notebooks`` over ``games`` would run and cost, before it starts: the
+    tasks (less those already ``.done`` in ``out_dir``), CPU-hours, and wall time on ``cpus`` CPUs
+    with as many games at a time as they hold at the benchmark's cores per game (at most
+    ``workers``, when given), from each notebook's measured time in ``benchmark`` (the run on a game that
+    ships an expert, or on one that does not, as the game is) plus, with ``expert_frames``, the
+    training time :func:`xrlkit.runtime.measured_rate` gives. Says what it could not estimate;
+    never guesses."""
+    from xrlkit.runtime import measured_rate
+
+    out = Path(out_dir)
+    todo = {game: [nb for nb in notebooks if not (out / game / f"{nb.stem}.done").exists()] for game in games}
+    tasks = sum(map(len, todo.values()))
+    done = len(games) * len(notebooks) - tasks
+    lines = [f"plan: {len(games)} game(s) x {len(notebooks)} notebook(s): {tasks} to run"
+             + (f", {done} already done in {out}" if done else "")]
+    try:
+        measured = json.loads(Path(benchmark).read_text())
+    except (OSError, ValueError):
+        return "\n".join([*lines, f"no study benchmark at {benchmark}: cannot estimate the cost "
+                                  "(run benchmarks/bench_study.py)"])
+    profile = {run["shipped_expert"]: run for run in measured["runs"]}
+    params = dict(parameters or {})
+    frames = int(params.get("expert_frames", 0) or 0)
+    rate = measured_rate("ppo", "nature", resolve_runtime()) if frames > 0 else None
+    seconds, unmeasured = {}, set()
+    for game, nbs in todo.items():
+        has_expert = shipped(game, "expert") is not None
+        run = profile.get(has_expert, {"seconds": {}})
+        seconds[game] = 0.0
+        for nb in nbs:
+            if nb.stem not in run["seconds"]:
+                unmeasured.add(nb.stem)
+                continue
+            seconds[game] += run["seconds"][nb.stem]
+            if nb.stem.startswith("01") and frames > 0 and not has_expert:
+                if rate is None:
+                    unmeasured.add("expert training")
+                else:
+                    seconds[game] += frames / 4 / rate[0]
+    machine = measured.get("machine", {})
+    cores = machine.get("cores", 1)
+    slots = max(1, min(cpus // cores, workers or len(games)))
+    lanes = [0.0] * slots
+    for t in sorted(seconds.values(), reverse=True):  # longest first, each game to the least loaded slot
+        lanes[lanes.index(min(lanes))] += t
+    lines.append(f"estimate from {Path(benchmark).name} (measured on {cores} cores of {machine.get('cpu', 'an unnamed CPU')}, "
+                 "default notebook parameters; other --param values or another CPU differ): "
+                 f"{sum(seconds.values()) * cores / 3600:.1f} CPU-hours; wall time about {max(lanes) / 3600:.1f} h with "
+                 f"{slots} game(s) at a time ({cpus} CPUs, {cores} per game as measured)")
+    if frames > 0:
+        lines.append(f"includes training a {frames:,}-frame PPO expert for each game without a shipped one"
+                     + (f" at the {rate[0]:.0f} steps/s of {TRAIN_BENCHMARK.name}" if rate else ""))
+    extra = sorted(set(params) - {"expert_frames", "command"})
+    if extra:
+        lines.append(f"not in the estimate: the effect of --param {', '.join(extra)} (the benchmark ran the defaults)")
+    if unmeasured:
+        lines.append(f"not estimated (no measurement): {', '.join(sorted(unmeasured))}")
+    return "\n".join(lines)
 
 
 def run_study(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from xrlkit.commands import parse_key_values
-from xrlkit.study import ENGINES, NOTEBOOK_DIR, run_study
+from xrlkit.study import ENGINES, NOTEBOOK_DIR, list_notebooks, run_study, study_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,18 +27,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="notebook parameter override, VALUE parsed as JSON when possible (repeatable)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the tasks and the estimated CPU-hours and wall time (from the study benchmark), run nothing")
+    p.add_argument("--cluster-cpus", type=int, default=None,
+                   help="CPUs to plan the wall time for (default: this machine's)")
     p.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR,
                    help="folder of numbered notebooks NN_name.ipynb to run (default: xrlkit's study notebooks)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from xrlkit.games import resolve_games
     from xrlkit.runlog import check_out_dir
 
+    parameters = parse_key_values(args.param, "--param")
+    print(study_plan(resolve_games(args.games), list_notebooks(args.notebooks, args.notebook_dir), args.out,
+                     cpus=args.cluster_cpus or os.cpu_count() or 1,
+                     workers=args.workers if args.engine == "local" else None, parameters=parameters), flush=True)
+    if args.dry_run:
+        return 0
     check_out_dir(args.out)
     try:
         index = run_study(args.games, args.out, notebooks=args.notebooks,
-                          parameters=parse_key_values(args.param, "--param"), workers=args.workers,
+                          parameters=parameters, workers=args.workers,
                           timeout=args.timeout, notebook_dir=args.notebook_dir,
                           command=shlex.join(["xrlkit", *sys.argv[1:]]), engine=args.engine, address=args.address,
                           retries=args.retries if args.retries is not None else (2 if args.engine == "ray" else 0))
