@@ -18,7 +18,8 @@ import torch
 
 from xrlkit.agents.rainbow import PRESETS, RainbowLearner, make_config
 from xrlkit.agents.replay import Batch
-from xrlkit.envs import OBS_SHAPE, make_vector_env
+from xrlkit.envs import make_vector_env
+from xrlkit.shapes import OBS_SHAPE
 from xrlkit.runtime import Runtime, cpu_info, resolve_runtime
 from timing import call_times
 

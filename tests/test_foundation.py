@@ -8,7 +8,8 @@ import torch
 
 from xrlkit.agents import Agent, QAgent, QNetConfig, RandomAgent, make_encoder
 from xrlkit.checkpoint import load_agent, read_meta, save_agent
-from xrlkit.envs import OBS_SHAPE, make_env, make_vector_env, rgb_frame
+from xrlkit.envs import make_env, make_vector_env, rgb_frame
+from xrlkit.shapes import OBS_SHAPE
 from xrlkit.evaluation import evaluate
 from xrlkit.games import ATARI_57, ATARI_100K, REFERENCE_SCORES, human_normalized_score, resolve_game, resolve_games
 

@@ -35,14 +35,11 @@ from stable_baselines3.common.atari_wrappers import AtariWrapper, ClipRewardEnv,
 
 from xrlkit.games import is_atari, resolve_game
 from xrlkit.registry import choose
+from xrlkit.shapes import FRAME_STACK, OBS_SHAPE, SCREEN_SIZE
 from xrlkit.worlds import make_world_env, world_action_meanings, world_frame
 
 gym.register_envs(ale_py)
 
-FRAME_STACK = 4
-SCREEN_SIZE = 84
-#: observation shape of one stacked state
-OBS_SHAPE = (FRAME_STACK, SCREEN_SIZE, SCREEN_SIZE)
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from xrlkit.shapes import FRAME_SHAPE
+
 Box = tuple[float, float, float, float]
 SCREEN_SIZE = (210, 160)  # raw ALE screen, (rows, columns)
-SALIENCY_SIZE = (84, 84)
 
 
 def scale_boxes(boxes: Sequence[Box], from_size: tuple[int, int] = SCREEN_SIZE,
-                to_size: tuple[int, int] = SALIENCY_SIZE) -> list[Box]:
+                to_size: tuple[int, int] = FRAME_SHAPE) -> list[Box]:
     """Map ``(x, y, w, h)`` boxes from a ``from_size = (rows, cols)`` image to ``to_size``."""
     sy, sx = to_size[0] / from_size[0], to_size[1] / from_size[1]
     return [(x * sx, y * sy, w * sx, h * sy) for x, y, w, h in boxes]
 
 
-def boxes_mask(boxes: Sequence[Box], size: tuple[int, int] = SALIENCY_SIZE, tolerance: float = 0.0) -> torch.Tensor:
+def boxes_mask(boxes: Sequence[Box], size: tuple[int, int] = FRAME_SHAPE, tolerance: float = 0.0) -> torch.Tensor:
     """``bool [rows, cols]``: pixels whose cell ``[c, c+1) x [r, r+1)`` overlaps any box grown by
     ``tolerance`` px on every side (boxes already in the coordinates of ``size``)."""
     mask = torch.zeros(size, dtype=torch.bool)

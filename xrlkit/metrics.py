@@ -43,11 +43,12 @@ import pandas as pd
 import torch
 
 from xrlkit.agents.base import Agent, greedy_actions
-from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer, prepare_inputs
+from xrlkit.explainers.base import Explainer, prepare_inputs
 from xrlkit.references import impute_linear, make_reference
 from xrlkit.registry import choose
+from xrlkit.shapes import FRAME_SHAPE
 
-N_PIXELS = SALIENCY_SHAPE[0] * SALIENCY_SHAPE[1]
+N_PIXELS = FRAME_SHAPE[0] * FRAME_SHAPE[1]
 
 
 class Metric(Protocol):
@@ -66,7 +67,7 @@ class Metric(Protocol):
 
 def _check_saliency(saliency: np.ndarray | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
     sal = torch.as_tensor(saliency).detach().to(device, torch.float32)
-    if tuple(sal.shape) != (n, *SALIENCY_SHAPE):
+    if tuple(sal.shape) != (n, *FRAME_SHAPE):
         raise ValueError(f"expected saliency of shape [{n}, 84, 84], got {tuple(sal.shape)}")
     if (sal < 0).any():
         raise ValueError("saliency must be non-negative")
@@ -204,7 +205,7 @@ class _PixelCurve:
         """``P(action)`` after each step, ``float64 [B, n_steps + 1]``; the x axis is
         ``linspace(0, 1, n_steps + 1)``, the share of pixels moved (see :func:`pixels_per_step`)."""
         x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
-        rank = _ranks(_check_saliency(saliency, len(x), x.device)).view(len(x), 1, *SALIENCY_SHAPE)
+        rank = _ranks(_check_saliency(saliency, len(x), x.device)).view(len(x), 1, *FRAME_SHAPE)
         ref = make_reference(x, self.reference, self.background)
         counts = torch.tensor(pixels_per_step(self.n_steps), device=x.device)
         n_k = len(counts)
@@ -317,7 +318,7 @@ class ROAD:
                saliency: torch.Tensor) -> np.ndarray:
         """``P(action)`` after removing each fraction, ``float64 [B, len(fractions)]``."""
         x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
-        rank = _order_ranks(_check_saliency(saliency, len(x), x.device), self.order).view(len(x), *SALIENCY_SHAPE)
+        rank = _order_ranks(_check_saliency(saliency, len(x), x.device), self.order).view(len(x), *FRAME_SHAPE)
         gen = torch.Generator().manual_seed(self.seed)
         probs = []
         for f in self.fractions:
@@ -346,7 +347,7 @@ class Sparseness:
         saliency: torch.Tensor, explainer: Explainer | None = None,
     ) -> np.ndarray:
         sal = torch.as_tensor(saliency).detach().double()
-        if sal.ndim != 3 or tuple(sal.shape[1:]) != SALIENCY_SHAPE:
+        if sal.ndim != 3 or tuple(sal.shape[1:]) != FRAME_SHAPE:
             raise ValueError(f"expected saliency of shape [B, 84, 84], got {tuple(sal.shape)}")
         a = torch.sort(sal.abs().flatten(1) + 1e-7, dim=1).values
         n = a.shape[1]

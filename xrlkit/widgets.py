@@ -22,10 +22,11 @@ from matplotlib.figure import Figure
 from xrlkit import plotting
 from xrlkit.agents.base import Agent
 from xrlkit.evaluation import Rollout
-from xrlkit.explainers.base import SALIENCY_SHAPE, Explainer
+from xrlkit.explainers.base import Explainer
 from xrlkit.metrics import top_pixels
 from xrlkit.references import make_reference
 from xrlkit.registry import choose
+from xrlkit.shapes import FRAME_SHAPE
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Explorer:
         key = (index, explainer, action)
         if key not in self._cache:
             sal = self.explainers[explainer].explain(x, torch.tensor([action], device=x.device))[0]
-            m = top_pixels(sal[None], self.removed_share).view(1, 1, *SALIENCY_SHAPE).float()
+            m = top_pixels(sal[None], self.removed_share).view(1, 1, *FRAME_SHAPE).float()
             removed = self._probs((1 - m) * x + m * make_reference(x, self.reference))
             self._cache[key] = View(index, explainer, action, sal.detach().cpu().numpy(), probs, removed,
                                     int(removed.argmax()), self.removed_share)

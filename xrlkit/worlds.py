@@ -32,8 +32,8 @@ import gymnasium as gym
 import numpy as np
 
 from xrlkit.games import WORLDS, resolve_game
+from xrlkit.shapes import FRAME_STACK, SCREEN_SIZE
 
-FRAME_STACK, SCREEN_SIZE = 4, 84
 DOOM_FRAME_SKIP = 4
 
 

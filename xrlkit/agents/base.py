@@ -25,6 +25,7 @@ from torch import nn
 from xrlkit.agents.encoders import upsample_attention
 from xrlkit.envs import check_obs
 from xrlkit.registry import choose
+from xrlkit.shapes import FRAME_SHAPE
 
 
 @runtime_checkable
@@ -138,7 +139,7 @@ class TorchAgent(nn.Module):
         """Whether the agent's encoder keeps an attention map (IFE, attention CNNs)."""
         return hasattr(getattr(self, "encoder", None), "attention")
 
-    def attention(self, obs: np.ndarray | torch.Tensor, size: tuple[int, int] = (84, 84),
+    def attention(self, obs: np.ndarray | torch.Tensor, size: tuple[int, int] = FRAME_SHAPE,
                   mode: str = "nearest") -> torch.Tensor:
         """The encoder's attention for each state, upsampled to ``size``: ``float [B, *size]``.
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xrlkit.registry import choose
+from xrlkit.shapes import FRAME_SHAPE
 
 NormFn = Callable[[nn.Module], nn.Module]
 
@@ -198,7 +199,7 @@ class IFE(nn.Module):
         return self.afe(self.hue(x))
 
 
-def upsample_attention(attention: torch.Tensor, size: tuple[int, int] = (84, 84), mode: str = "nearest") -> torch.Tensor:
+def upsample_attention(attention: torch.Tensor, size: tuple[int, int] = FRAME_SHAPE, mode: str = "nearest") -> torch.Tensor:
     """Upsample attention maps ``[B, h, w]`` (each summing to 1) to ``[B, *size]``, rescaled to
     keep summing to 1. With ``mode="nearest"`` each HUE cell shows exactly its input patch."""
     up = F.interpolate(attention.unsqueeze(1), size=size, mode=mode).squeeze(1)

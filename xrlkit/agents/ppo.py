@@ -55,6 +55,7 @@ from xrlkit.presets import config_from_preset
 from xrlkit.registry import choose
 from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run
 from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
+from xrlkit.shapes import OBS_SHAPE
 
 
 @dataclass
@@ -223,7 +224,7 @@ def train(
         for stale in (log.path, resume_path, agent_path, out / "learning_curve.png"):
             stale.unlink(missing_ok=True)
 
-    obs_buf = torch.zeros((cfg.n_steps, cfg.n_envs, 4, 84, 84), dtype=torch.uint8)
+    obs_buf = torch.zeros((cfg.n_steps, cfg.n_envs, *OBS_SHAPE), dtype=torch.uint8)
     actions_buf = torch.zeros((cfg.n_steps, cfg.n_envs), dtype=torch.long)
     logprobs_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
     rewards_buf = torch.zeros((cfg.n_steps, cfg.n_envs))
@@ -239,7 +240,7 @@ def train(
     groups = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     envs = [make_vector_env(game, g.stop - g.start, env_proto, train=True, seed=env_seed + g.start, backend="ale",
                             threads=max(1, rt.env_threads // n_groups)) for g in groups]
-    next_obs = torch.zeros((cfg.n_envs, 4, 84, 84), dtype=torch.uint8)
+    next_obs = torch.zeros((cfg.n_envs, *OBS_SHAPE), dtype=torch.uint8)
     lives = np.zeros(cfg.n_envs, dtype=np.int64)
     for env, g in zip(envs, groups):
         obs_np, info = env.reset(seed=env_seed + g.start)
@@ -335,7 +336,7 @@ def train(
                 t_update = time.perf_counter()
 
                 # ---- flatten the batch ----
-                b_obs = obs_buf.reshape(batch, 4, 84, 84)
+                b_obs = obs_buf.reshape(batch, *OBS_SHAPE)
                 b_actions, b_logprobs = actions_buf.reshape(-1), logprobs_buf.reshape(-1)
                 b_adv, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values_buf.reshape(-1)
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-FRAME_SHAPE = (84, 84)
-STACK = 4
+from xrlkit.shapes import FRAME_SHAPE, FRAME_STACK
+
 
 
 class SumTree:
@@ -134,10 +134,10 @@ class PrioritizedReplay:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         per_env = capacity // n_envs
-        if per_env < n_step + STACK + 2:
+        if per_env < n_step + FRAME_STACK + 2:
             raise ValueError(
                 f"capacity {capacity} gives {per_env} slots per env for {n_envs} envs; "
-                f"need at least n_step + {STACK + 2} = {n_step + STACK + 2}"
+                f"need at least n_step + {FRAME_STACK + 2} = {n_step + FRAME_STACK + 2}"
             )
         self.n_envs, self.per_env, self.n_step, self.gamma = n_envs, per_env, n_step, gamma
         self.alpha, self.eps = alpha, eps
@@ -153,13 +153,13 @@ class PrioritizedReplay:
         self.anchor_side = np.full((c, e), -1, dtype=np.int32)  # side entry holding the anchor stack
         self.final_side = np.full((c, e), -1, dtype=np.int32)  # side entry holding a truncated end's last state
         n_side = max(2 * n_envs, int(self.capacity * side_fraction))
-        self.side = np.zeros((n_side, STACK, *FRAME_SHAPE), dtype=np.uint8)
+        self.side = np.zeros((n_side, FRAME_STACK, *FRAME_SHAPE), dtype=np.uint8)
         self.side_owner = np.full((n_side, 2), -1, dtype=np.int64)  # (time, env) that wrote it
         self.tree = SumTree(self.capacity)
         self.max_priority = 1.0
         self.t = 0  # number of add() calls so far (the time of the next add)
         self.side_head = 0
-        self.last_obs = np.zeros((e, STACK, *FRAME_SHAPE), dtype=np.uint8)
+        self.last_obs = np.zeros((e, FRAME_STACK, *FRAME_SHAPE), dtype=np.uint8)
         self.force_anchor = np.ones(e, dtype=bool)  # next state of this env starts a new stack chain
         self.rng = np.random.default_rng(seed)
 
@@ -171,7 +171,7 @@ class PrioritizedReplay:
     @property
     def oldest_valid(self) -> int:
         """Oldest time whose stacked state can still be rebuilt from the ring."""
-        return max(0, self.t - self.per_env + STACK - 1)
+        return max(0, self.t - self.per_env + FRAME_STACK - 1)
 
     def _flat(self, time: np.ndarray, env: np.ndarray) -> np.ndarray:
         return (np.asarray(time) % self.per_env) * self.n_envs + np.asarray(env)
@@ -201,7 +201,7 @@ class PrioritizedReplay:
             if self.final_side[slot, e_old] == i:  # a truncated end: the windows that bootstrap from it
                 self.final_side[slot, e_old] = -1
                 self._invalidate(np.arange(t_old - self.n_step + 1, t_old + 1), np.full(self.n_step, e_old))
-            times = np.arange(t_old, min(t_old + STACK - 1, self.t))  # states still built on the anchor
+            times = np.arange(t_old, min(t_old + FRAME_STACK - 1, self.t))  # states still built on the anchor
             uses = self.anchor_side[times % self.per_env, e_old] == i
             self._invalidate(times[uses], np.full(int(uses.sum()), e_old))
             for lag in range(1, self.n_step + 1):  # transitions bootstrapping from those states
@@ -230,8 +230,8 @@ class PrioritizedReplay:
         """
         e = self.n_envs
         obs = np.asarray(obs)
-        if obs.shape != (e, STACK, *FRAME_SHAPE) or obs.dtype != np.uint8:
-            raise ValueError(f"obs must be uint8 [{e}, {STACK}, 84, 84], got {obs.dtype} {obs.shape}")
+        if obs.shape != (e, FRAME_STACK, *FRAME_SHAPE) or obs.dtype != np.uint8:
+            raise ValueError(f"obs must be uint8 [{e}, {FRAME_STACK}, 84, 84], got {obs.dtype} {obs.shape}")
         actions, rewards = np.asarray(actions).reshape(e), np.asarray(rewards, dtype=np.float32).reshape(e)
         terminated = np.asarray(terminated, dtype=bool).reshape(e)
         truncated = np.asarray(truncated, dtype=bool).reshape(e) & ~terminated
@@ -239,14 +239,14 @@ class PrioritizedReplay:
 
         # The slot is overwritten, and the oldest state whose stack used it becomes unbuildable.
         self._invalidate(np.full(e, t - self.per_env), envs)
-        self._invalidate(np.full(e, t - self.per_env + STACK - 1), envs)
+        self._invalidate(np.full(e, t - self.per_env + FRAME_STACK - 1), envs)
         self.final_side[slot] = -1
 
         # Stack continuity: is obs[e] the previous stack shifted by one new frame?
         continuous = (obs[:, :-1] == self.last_obs[:, 1:]).reshape(e, -1).all(axis=1) & ~self.force_anchor
         self.force_anchor[:] = False
         prev = (t - 1) % self.per_env
-        self.anchor_dist[slot] = np.where(continuous, np.minimum(self.anchor_dist[prev] + 1, STACK - 1), 0)
+        self.anchor_dist[slot] = np.where(continuous, np.minimum(self.anchor_dist[prev] + 1, FRAME_STACK - 1), 0)
         self.anchor_side[slot] = np.where(continuous, self.anchor_side[prev], -1)
         starts = np.flatnonzero(~continuous)
         if starts.size:
@@ -298,11 +298,11 @@ class PrioritizedReplay:
         slot = time % self.per_env
         dist = self.anchor_dist[slot, env].astype(np.int64)
         side = self.anchor_side[slot, env]
-        out = np.empty((len(time), STACK, *FRAME_SHAPE), dtype=np.uint8)
-        for j in range(STACK):
-            k = j - (STACK - 1) + dist  # position relative to the anchor; < 0: from the side stack
+        out = np.empty((len(time), FRAME_STACK, *FRAME_SHAPE), dtype=np.uint8)
+        for j in range(FRAME_STACK):
+            k = j - (FRAME_STACK - 1) + dist  # position relative to the anchor; < 0: from the side stack
             from_ring = k >= 0
-            src = (time - (STACK - 1) + j) % self.per_env
+            src = (time - (FRAME_STACK - 1) + j) % self.per_env
             out[from_ring, j] = self.frames[src[from_ring], env[from_ring]]
             side_rows = ~from_ring
             out[side_rows, j] = self.side[side[side_rows], (j + dist)[side_rows]]

@@ -55,7 +55,8 @@ from tqdm.auto import tqdm
 
 from xrlkit.agents.base import ActMode, as_obs_tensor, choose_actions
 from xrlkit.agents.encoders import ENCODERS, make_encoder, upsample_attention
-from xrlkit.envs import OBS_SHAPE, action_meanings, get_protocol, make_env
+from xrlkit.envs import action_meanings, get_protocol, make_env
+from xrlkit.shapes import FRAME_SHAPE, OBS_SHAPE
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.registry import choose
@@ -284,7 +285,7 @@ class SB3Agent(ActMode):
         """Actions ``int64 [B]`` by :attr:`act_mode`, each uniform with probability ``epsilon``."""
         return choose_actions(self.logits(obs), epsilon, self._rng, self.act_mode)
 
-    def attention(self, obs: np.ndarray | torch.Tensor, size: tuple[int, int] = (84, 84),
+    def attention(self, obs: np.ndarray | torch.Tensor, size: tuple[int, int] = FRAME_SHAPE,
                   mode: str = "nearest") -> torch.Tensor:
         """IFE attention of each state upsampled to ``size``: ``float [B, *size]``, summing to 1
         (see :meth:`xrlkit.agents.qnet.QAgent.attention`). Needs an :class:`XrlkitExtractor`

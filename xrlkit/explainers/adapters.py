@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from xrlkit.explainers.base import SALIENCY_SHAPE, prepare_inputs
+from xrlkit.explainers.base import prepare_inputs
+from xrlkit.shapes import FRAME_SHAPE
 
 
 class AttentionExplainer:
@@ -30,9 +31,9 @@ class AttentionExplainer:
     @torch.no_grad()
     def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         x, _ = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
-        att = torch.as_tensor(self.agent.attention(x, size=SALIENCY_SHAPE)).float()
-        if att.shape != (len(x), *SALIENCY_SHAPE):
-            raise ValueError(f"agent.attention returned shape {tuple(att.shape)}, expected {(len(x), *SALIENCY_SHAPE)}")
+        att = torch.as_tensor(self.agent.attention(x, size=FRAME_SHAPE)).float()
+        if att.shape != (len(x), *FRAME_SHAPE):
+            raise ValueError(f"agent.attention returned shape {tuple(att.shape)}, expected {(len(x), *FRAME_SHAPE)}")
         return att.clamp_min(0)
 
 
@@ -54,7 +55,7 @@ class VisionMaskExplainer:
     def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         x, a = prepare_inputs(states, actions, int(self.model.n_actions), self.device)
         masks = torch.as_tensor(self.model.explain(x, a)).float().to(self.device)
-        expected = (len(x), int(self.model.n_actions), *SALIENCY_SHAPE)
+        expected = (len(x), int(self.model.n_actions), *FRAME_SHAPE)
         if tuple(masks.shape) != expected:
             raise ValueError(f"VisionMask model returned masks of shape {tuple(masks.shape)}, expected {expected}")
         return masks[torch.arange(len(x), device=self.device), a].clamp_min(0)

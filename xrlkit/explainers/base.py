@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from xrlkit.agents.base import Agent, as_obs_tensor
-
-SALIENCY_SHAPE = (84, 84)
+from xrlkit.shapes import FRAME_SHAPE, OBS_SHAPE
 
 
 @runtime_checkable
@@ -83,7 +82,7 @@ def last_conv_layer(agent: Agent) -> nn.Conv2d:
     hooks = [m.register_forward_hook(lambda module, inputs, output: ran.append(module)) for m in convs]
     try:
         with torch.no_grad():
-            agent.logits(torch.zeros(1, 4, *SALIENCY_SHAPE, device=agent.device))
+            agent.logits(torch.zeros(1, *OBS_SHAPE, device=agent.device))
     finally:
         for h in hooks:
             h.remove()

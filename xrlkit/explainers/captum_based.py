@@ -14,8 +14,9 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occ
 from torch import nn
 
 from xrlkit.agents.base import Agent
-from xrlkit.explainers.base import SALIENCY_SHAPE, last_conv_layer, logits_fn, prepare_inputs, reduce_frames
+from xrlkit.explainers.base import last_conv_layer, logits_fn, prepare_inputs, reduce_frames
 from xrlkit.references import make_reference
+from xrlkit.shapes import FRAME_SHAPE
 
 
 class GradientExplainer:
@@ -70,7 +71,7 @@ class GradCAMExplainer:
     def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         x, a = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
         cam = self._method.attribute(x.requires_grad_(), target=a, relu_attributions=True)
-        up = LayerAttribution.interpolate(cam, SALIENCY_SHAPE, interpolate_mode="bilinear")
+        up = LayerAttribution.interpolate(cam, FRAME_SHAPE, interpolate_mode="bilinear")
         return up.detach().squeeze(1).clamp_min(0).float()
 
 
@@ -87,7 +88,7 @@ class OcclusionExplainer:
         self, agent: Agent, patch: int = 8, stride: int = 4, reference: str = "black",
         background: torch.Tensor | None = None, perturbations_per_eval: int = 64,
     ) -> None:
-        if not 1 <= stride <= patch <= SALIENCY_SHAPE[0]:
+        if not 1 <= stride <= patch <= FRAME_SHAPE[0]:
             raise ValueError(f"need 1 <= stride <= patch <= 84, got patch={patch}, stride={stride}")
         self.agent, self.patch, self.stride = agent, patch, stride
         self.reference, self.background = reference, background

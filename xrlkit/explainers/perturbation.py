@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from xrlkit.agents.base import Agent
-from xrlkit.explainers.base import SALIENCY_SHAPE, prepare_inputs
+from xrlkit.explainers.base import prepare_inputs
 from xrlkit.references import make_reference
+from xrlkit.shapes import FRAME_SHAPE
 
-H, W = SALIENCY_SHAPE
+H, W = FRAME_SHAPE
 
 
 class GreydanusExplainer:
@@ -85,7 +86,7 @@ class GreydanusExplainer:
     def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         x, a = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
         grid = self.scores(*self.perturbed_outputs(x), a).view(len(x), 1, self.n_grid, self.n_grid)
-        return F.interpolate(grid, size=SALIENCY_SHAPE, mode="bilinear", align_corners=False).squeeze(1).clamp_min(0)
+        return F.interpolate(grid, size=FRAME_SHAPE, mode="bilinear", align_corners=False).squeeze(1).clamp_min(0)
 
 
 class SARFAExplainer(GreydanusExplainer):

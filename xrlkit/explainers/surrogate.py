@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from xrlkit.agents.base import Agent
-from xrlkit.explainers.base import SALIENCY_SHAPE, prepare_inputs
+from xrlkit.explainers.base import prepare_inputs
 from xrlkit.references import make_reference
+from xrlkit.shapes import FRAME_SHAPE
 
-H, W = SALIENCY_SHAPE
+H, W = FRAME_SHAPE
 
 
 def grid_segments(cell: int) -> torch.Tensor:

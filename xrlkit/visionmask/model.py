@@ -34,6 +34,7 @@ from xrlkit.checkpoint import load_tensors, save_tensors
 from xrlkit.games import resolve_game
 from xrlkit.references import REFERENCE_MODES, make_reference
 from xrlkit.registry import choose
+from xrlkit.shapes import OBS_SHAPE
 
 BACKBONES = ("mobilenet", "resnet50")
 BACKBONE_WEIGHTS = ("none", "imagenet")
@@ -177,7 +178,7 @@ class VisionMask(nn.Module):
         self.net = build_segmenter(backbone, n_actions, backbone_weights, head_channels)
         if background is not None:
             bg = torch.as_tensor(background, dtype=torch.float32)
-            if tuple(bg.shape) != (4, 84, 84):
+            if tuple(bg.shape) != OBS_SHAPE:
                 raise ValueError(f"background must have shape [4, 84, 84], got {tuple(bg.shape)}")
             self.register_buffer("background", bg.clone())
         else:
@@ -189,7 +190,7 @@ class VisionMask(nn.Module):
 
     def _input(self, states: np.ndarray | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(states, device=self.device)
-        if t.ndim != 4 or tuple(t.shape[1:]) != (4, 84, 84):
+        if t.ndim != 4 or tuple(t.shape[1:]) != OBS_SHAPE:
             raise ValueError(f"expected states [B, 4, 84, 84], got shape {tuple(t.shape)}")
         return t.float()
 
