@@ -50,3 +50,11 @@ def test_dry_run_plans_from_the_training_benchmark(tmp_path, capsys):
     plan = capsys.readouterr().out
     assert "4 runs of 10,000,000 frames (ppo, nature, fp32)" in plan and "4 run(s) at a time" in plan
     assert not (tmp_path / "plan").exists()
+
+
+def test_run_training_needs_an_attempt(tmp_path):
+    from xrlkit.sweep import run_training
+
+    with pytest.raises(ValueError, match="attempts must be >= 1"):
+        run_training("Pong", 1, [], tmp_path, attempts=0)
+    assert list(tmp_path.iterdir()) == []  # refused before any work

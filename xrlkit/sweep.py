@@ -40,6 +40,8 @@ def run_training(game: str, seed: int, train_args: Sequence[str], out_dir: str |
     """Run ``xrlkit train --game GAME --seed SEED --out OUT/<Game>-s<seed> TRAIN_ARGS`` in a child
     process, up to ``attempts`` times until it exits 0; the run's index row. Skipped when its
     ``.done`` marker exists."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
     out = Path(out_dir)
     name = run_name(game, seed)
     run_dir, log, done = out / name, out / f"{name}.log", out / f"{name}.done"
