@@ -17,6 +17,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from xrlkit.checkpoint import command_line
 from xrlkit.agents.base import greedy_actions
 from xrlkit.agents.encoders import IFE
 from xrlkit.agents.sb3 import (
@@ -267,7 +268,7 @@ def test_train_sb3_writes_loadable_model_and_resumes(tmp_path: Path) -> None:
     final = train_sb3(total_steps=128, **kw)
     meta = read_xrlkit_meta(final)
     assert meta is not None and meta["steps"] == 128 and meta["game"] == "Breakout" and meta["protocol"] == "rlzoo"
-    assert meta["hyperparams"]["learning_rate"] == "lin_2.5e-4" and "command" in meta
+    assert meta["hyperparams"]["learning_rate"] == "lin_2.5e-4" and meta["command"] == command_line()  # one provenance helper
     assert load_sb3_agent(final, game="Breakout").algo == "ppo"
     assert _steps_logged(out) == [128]
     assert (out / "checkpoints" / "ppo_128_steps.zip").is_file()

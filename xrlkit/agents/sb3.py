@@ -30,8 +30,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shlex
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -561,6 +559,8 @@ def train_sb3(
     ``resume``, training continues from the saved model with the most steps in ``out_dir``
     (returning at once if it already has ``total_steps``).
     """
+    from xrlkit.checkpoint import command_line  # checkpoint imports the agents package
+
     game = resolve_game(game)
     protocol = get_protocol(protocol).name
     if algo not in RLZOO_PRESETS:
@@ -623,7 +623,7 @@ def train_sb3(
         "n_actions": int(model.action_space.n),  # type: ignore[attr-defined]
         "action_meanings": list(action_meanings(game)),
         "preset": "rlzoo", "hyperparams": json.loads(json.dumps(raw, default=lambda o: getattr(o, "__name__", str(o)))),
-        "command": shlex.join(sys.argv), "versions": _versions(),
+        "command": command_line(), "versions": _versions(),
     })
     return final
 
