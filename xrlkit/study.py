@@ -36,7 +36,7 @@ from xrlkit.competence import competence_note
 from xrlkit.defaults import shipped
 from xrlkit.games import resolve_games
 from xrlkit.registry import choose
-from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, resolve_runtime
+from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, measured_rate, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: where the notebooks run: processes of this machine, or tasks on a Ray cluster
@@ -222,8 +222,6 @@ def study_plan(
     ships an expert, or on one that does not, as the game is) plus, with ``expert_frames``, the
     training time :func:`xrlkit.runtime.measured_rate` gives. Says what it could not estimate;
     never guesses."""
-    from xrlkit.runtime import measured_rate
-
     out = Path(out_dir)
     todo = {game: [nb for nb in notebooks if not (out / game / f"{nb.stem}.done").exists()] for game in games}
     tasks = sum(map(len, todo.values()))
@@ -249,7 +247,7 @@ def study_plan(
                 unmeasured.add(nb.stem)
                 continue
             seconds[game] += run["seconds"][nb.stem]
-            if nb.stem.startswith("01") and frames > 0 and not has_expert:
+            if nb.stem.startswith("01") and frames > 0 and not has_expert:  # notebook 1 trains the expert
                 if rate is None:
                     unmeasured.add("expert training")
                 else:
