@@ -1,0 +1,48 @@
+"""scripts/ship_model.py replaces a shipped model only after every check has passed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xrlkit.checkpoint import save_agent
+from xrlkit.evaluation import EvalResult
+
+
+@pytest.fixture
+def ship_model(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import ship_model
+
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setattr(ship_model, "MODELS_DIR", models)
+    return ship_model
+
+
+def test_a_failed_evaluation_leaves_the_shipped_model_and_manifest_as_they_were(ship_model, tiny_agent, tmp_path, monkeypatch):
+    models = ship_model.MODELS_DIR
+    (models / "manifest.json").write_text("[]\n")
+    shipped = models / "Breakout-rainbow-nature-expert.safetensors"
+    shipped.write_bytes(b"the model that ships today")
+    src = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout", frames=1000, seed=3)
+    argv = ["xrlkit", str(src), "--game", "Breakout", "--command", "xrlkit train ...", "--episodes", "1"]
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while evaluating")
+
+    monkeypatch.setattr(ship_model, "evaluate", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        ship_model.main(argv)
+    assert shipped.read_bytes() == b"the model that ships today"
+    assert (models / "manifest.json").read_text() == "[]\n"
+    assert sorted(p.name for p in models.iterdir()) == ["Breakout-rainbow-nature-expert.safetensors", "manifest.json"]
+
+    monkeypatch.setattr(ship_model, "evaluate", lambda *a, **k: EvalResult("Breakout", returns=[5.0], lengths=[100]))
+    assert ship_model.main(argv) == 0
+    assert shipped.read_bytes() != b"the model that ships today"  # replaced, now that it passed
+    (entry,) = json.loads((models / "manifest.json").read_text())
+    assert entry["file"] == shipped.name and entry["eval_mean"] == 5.0 and entry["seed"] == 3
+    assert not (models / ".staging").exists()
