@@ -5,7 +5,8 @@ its play). Writes ``benchmarks/results/study-cpu.json``: ``{"machine": ..., "com
 ``xrlkit study --dry-run`` reads to estimate a study's cost.
 
 Each game's study runs in a fresh temporary folder, one game after the other, on an otherwise
-idle machine (check ``top`` first).
+idle machine (check ``top`` first). A game whose study fails is left out of the file (its error is
+printed) and the script exits 1.
 
     .venv/bin/python benchmarks/bench_study.py [--games Breakout,Boxing]
 """
@@ -28,20 +29,23 @@ def main() -> int:
     p.add_argument("--games", default="Breakout,Boxing", help="one game with a shipped expert, one without")
     p.add_argument("--out", type=Path, default=STUDY_BENCHMARK)
     args = p.parse_args()
-    runs = []
+    runs, failed = [], []
     for game in args.games.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             index = run_study([game], tmp)
-        if not (index["status"].isin(["done", "degenerate"])).all():
-            print(index.to_string(index=False), file=sys.stderr)
-            raise SystemExit(f"a notebook of {game} did not finish; nothing written")
+            if not (index["status"].isin(["done", "degenerate"])).all():
+                print(index.to_string(index=False), file=sys.stderr)
+                for err in index.dropna(subset=["error"])["error"] if "error" in index else []:
+                    print(Path(err).read_text(), file=sys.stderr)
+                failed.append(game)
+                continue
         runs.append({"game": game, "shipped_expert": shipped(game, "expert") is not None,
                      "seconds": dict(zip(index["notebook"], index["seconds"]))})
         print(f"{game}: {runs[-1]['seconds']}", flush=True)
     record = {"machine": cpu_info(), "command": " ".join(["python", *sys.argv]), "runs": runs}
     args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    print(f"wrote {args.out}" + (f" without {', '.join(failed)}, whose study failed" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
