@@ -70,3 +70,14 @@ def test_attention_of_an_ife_agent_depends_on_its_weights(breakout_states):
     agent = QAgent(4, QNetConfig(encoder="ife"), seed=0).eval()
     rho = model_randomisation(agent, lambda a: make_explainer("ife", a), breakout_states[::16][:4], seed=3)
     assert np.nanmean(rho) < 0.9, rho
+
+
+def test_randomised_copy_of_an_ife_agent_after_a_gradient_explainer(breakout_states):
+    """The IFE encoder keeps its last attention map, which a gradient explainer leaves inside an
+    autograd graph; the study's randomisation cell copied such an agent and crashed."""
+    agent = QAgent(4, QNetConfig(encoder="ife"), seed=0).eval()
+    states = torch.as_tensor(breakout_states[:2])
+    make_explainer("grad", agent).explain(states, agent.act(states))
+    twin = randomised_copy(agent, seed=0)
+    x = states.float()
+    assert not torch.allclose(twin.logits(x), agent.logits(x))

@@ -36,7 +36,11 @@ def randomised_copy(agent: Agent, seed: int = 0) -> Agent:
     """A deep copy of ``agent`` whose every layer is re-initialised by its own
     ``reset_parameters`` (the initialiser it was built with), drawn from ``seed``; the
     original is untouched. ``ValueError`` for an agent without weights (a scripted agent)."""
-    twin = copy.deepcopy(agent)
+    # An encoder keeps its last attention map (IFE); after a gradient explainer it is part of an
+    # autograd graph, which deepcopy refuses: copy it detached.
+    memo = {id(v): v.detach().clone() for module in torch_modules(agent) for m in module.modules()
+            for v in vars(m).values() if isinstance(v, torch.Tensor) and not v.is_leaf}
+    twin = copy.deepcopy(agent, memo)
     modules = torch_modules(twin)
     layers = [m for module in modules for m in module.modules() if hasattr(m, "reset_parameters")]
     if not layers:
