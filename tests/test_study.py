@@ -108,7 +108,7 @@ def test_study_plan_estimates_from_the_benchmark(tmp_path):
     assert "4 notebook(s)" not in plan and "3 to run, 1 already done" in plan and "0.7 CPU-hours" in plan
     plan = study_plan(["Boxing"], [*nbs, Path("03_new.ipynb")], tmp_path / "new", cpus=2, benchmark=bench,
                       parameters={"eval_states": 96})
-    assert "not estimated (no measurement): 03_new" in plan and "--param eval_states" in plan
+    assert "leave out: Boxing 03_new" in plan and "--param eval_states" in plan
     assert "cannot estimate" in study_plan(["Boxing"], nbs, tmp_path, cpus=2, benchmark=tmp_path / "missing.json")
 
 
@@ -120,7 +120,7 @@ def test_study_plan_adds_expert_training(tmp_path):
     rate = measured_rate("ppo", "nature", resolve_runtime())
     plan = study_plan(["Boxing", "Breakout"], nbs, tmp_path, cpus=2, benchmark=bench, parameters={"expert_frames": 4_000_000})
     if rate is None:
-        assert "not estimated (no measurement): expert training" in plan
+        assert "leave out: Boxing expert training" in plan
     else:  # Boxing trains 1M agent steps; Breakout ships its expert
         hours = (900 + 600 + 1_000_000 / rate[0]) * 2 / 3600
         assert f"{hours:.1f} CPU-hours" in plan and "4,000,000-frame PPO expert" in plan

@@ -237,19 +237,20 @@ def study_plan(
     params = dict(parameters or {})
     frames = int(params.get("expert_frames", 0) or 0)
     rate = measured_rate("ppo", "nature", resolve_runtime()) if frames > 0 else None
-    seconds, unmeasured = {}, set()
+    seconds: dict[str, float] = {}
+    unmeasured: dict[str, list[str]] = {}
     for game, nbs in todo.items():
         has_expert = shipped(game, "expert") is not None
         run = profile.get(has_expert, {"seconds": {}})
         seconds[game] = 0.0
         for nb in nbs:
             if nb.stem not in run["seconds"]:
-                unmeasured.add(nb.stem)
+                unmeasured.setdefault(game, []).append(nb.stem)
                 continue
             seconds[game] += run["seconds"][nb.stem]
             if nb.stem.startswith("01") and frames > 0 and not has_expert:  # notebook 1 trains the expert
                 if rate is None:
-                    unmeasured.add("expert training")
+                    unmeasured.setdefault(game, []).append("expert training")
                 else:
                     seconds[game] += frames / 4 / rate[0]
     machine = measured.get("machine", {})
@@ -269,7 +270,8 @@ def study_plan(
     if extra:
         lines.append(f"not in the estimate: the effect of --param {', '.join(extra)} (the benchmark ran the defaults)")
     if unmeasured:
-        lines.append(f"not estimated (no measurement): {', '.join(sorted(unmeasured))}")
+        lines.append("not estimated (no measurement), so the figures above leave out: "
+                     + "; ".join(f"{game} {', '.join(parts)}" for game, parts in unmeasured.items()))
     return "\n".join(lines)
 
 
