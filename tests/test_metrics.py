@@ -277,8 +277,8 @@ def test_evaluate_explainers_command(tmp_path, tiny_agent):
                  "--explainers", "visionmask,random", "--metrics", "accuracy,sparseness", "--reference", "background",
                  "--n-states", "2", "--every", "1", "--out", str(shipped_out)]) == 0
     assert set(pd.read_csv(shipped_out).explainer) == {"visionmask", "random"}
-    assert main(["evaluate-explainers", "--game", "Pong", "--agent", "shipped", "--visionmask", "shipped",
-                 "--out", str(shipped_out)]) == 2  # no Pong VisionMask ships
+    assert main(["evaluate-explainers", "--game", "Boxing", "--agent", "shipped", "--visionmask", "shipped",
+                 "--out", str(shipped_out)]) == 2  # nothing ships for Boxing: refused before any work
     (tmp_path / "file").write_text("")
     assert main(["evaluate-explainers", "--game", "Breakout", "--agent", str(ckpt),
                  "--out", str(tmp_path / "file" / "t.csv")]) == 2
