@@ -27,12 +27,11 @@ from xrlkit import plotting  # noqa: E402
 from xrlkit.cli import main as xrlkit_main  # noqa: E402
 from xrlkit.defaults import shipped, shipped_models  # noqa: E402
 from xrlkit.agents.load import agent_protocol, load_any_agent  # noqa: E402
-from xrlkit.commands.evaluate_explainers import build_explainers  # noqa: E402
+from xrlkit.commands.evaluate_explainers import DEFAULT_EXPLAINERS, build_explainers  # noqa: E402
 from xrlkit.evaluation import rollout  # noqa: E402
 from xrlkit.metrics import DERIVED_METRICS, METRICS, REFERENCE_METRICS, explainer_ranks, metric_sanity  # noqa: E402
 from xrlkit.sanity import PASS_BELOW, randomisation_table  # noqa: E402
 
-EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 #: what each metric puts where it removes pixels, reported with every number
 REFERENCE_OF = {**dict.fromkeys([*REFERENCE_METRICS, "srg"], "background"),
                 **dict.fromkeys(["road_morf", "road_lerf", "road"], "noisy linear imputation")}
@@ -116,7 +115,7 @@ def evaluate(game: str, has_vm: bool, args: argparse.Namespace, out: Path, metri
     started = time.perf_counter()
     rc = xrlkit_main([
         "evaluate-explainers", "--game", game, "--agent", "shipped",
-        "--explainers", EXPLAINERS + (",visionmask" if has_vm else ""),
+        "--explainers", DEFAULT_EXPLAINERS + (",visionmask" if has_vm else ""),
         *(["--visionmask", "shipped"] if has_vm else []), "--metrics", ",".join(metrics),
         "--reference", "background", "--n-states", str(args.n_states), "--every", str(args.every),
         "--seed", str(args.seed), "--lle-samples", str(args.lle_samples), "--out", str(out),
@@ -133,7 +132,7 @@ def randomisation(game: str, has_vm: bool, args: argparse.Namespace) -> pd.DataF
     started = time.perf_counter()
     agent_path = shipped(game, "expert")
     agent = load_any_agent(agent_path, game=game)
-    names = EXPLAINERS.split(",") + (["visionmask"] if has_vm else [])
+    names = DEFAULT_EXPLAINERS.split(",") + (["visionmask"] if has_vm else [])
     options = argparse.Namespace(seed=args.seed, device="cpu", visionmask=shipped(game, "visionmask") if has_vm else None)
     states = rollout(agent, game, args.randomisation_states, seed=args.seed, every=args.every,
                      protocol=agent_protocol(agent)).states

@@ -23,14 +23,13 @@ import pandas as pd  # noqa: E402
 
 from xrlkit import plotting  # noqa: E402
 from xrlkit.agents.load import agent_protocol, load_any_agent  # noqa: E402
-from xrlkit.commands.evaluate_explainers import build_explainers  # noqa: E402
+from xrlkit.commands.evaluate_explainers import DEFAULT_EXPLAINERS, build_explainers  # noqa: E402
 from xrlkit.defaults import shipped, shipped_models  # noqa: E402
 from xrlkit.evaluation import rollout  # noqa: E402
 from xrlkit.games import resolve_game  # noqa: E402
 from xrlkit.runlog import check_out_dir  # noqa: E402
 from xrlkit.stability import stability_table  # noqa: E402
 
-EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=30, help="keep every k-th step, so states span whole episodes")
     p.add_argument("--seed", type=int, default=2_000_000, help="evaluation seed (never used in training)")
     p.add_argument("--top", type=float, default=0.1, help="share of pixels of the top-pixel IoU")
-    p.add_argument("--explainers", default=EXPLAINERS)
+    p.add_argument("--explainers", default=DEFAULT_EXPLAINERS)
     args = p.parse_args(argv)
 
     try:

@@ -34,6 +34,7 @@ import pandas as pd
 
 from xrlkit.competence import competence_note
 from xrlkit.defaults import shipped
+from xrlkit.envs import get_protocol
 from xrlkit.games import resolve_games
 from xrlkit.registry import choose
 from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, measured_rate, resolve_runtime
@@ -46,6 +47,12 @@ FINISHED = ("done", "skipped (done)")
 #: each notebook's wall time with its default parameters, on a game that ships an expert and on
 #: one that does not, measured by ``benchmarks/bench_study.py`` (present in a checkout)
 STUDY_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "study-cpu.json"
+
+
+def expert_steps(frames: int) -> int:
+    """Agent steps of notebook 1's PPO expert of ``frames`` frames: ``ppo.train`` trains it on
+    the ``ifepaper`` protocol, one agent step every ``frame_skip`` frames."""
+    return frames // get_protocol("ifepaper").frame_skip
 
 
 def kernel_manager_class() -> type | None:
@@ -252,7 +259,7 @@ def study_plan(
                 if rate is None:
                     unmeasured.setdefault(game, []).append("expert training")
                 else:
-                    seconds[game] += frames / 4 / rate[0]
+                    seconds[game] += expert_steps(frames) / rate[0]
     machine = measured.get("machine", {})
     cores = machine.get("cores", 1)
     slots = max(1, min(cpus // cores, workers or len(games)))
@@ -320,7 +327,7 @@ def run_study(
     if int(params.get("expert_frames", 0) or 0) > 0 and untrained:
         frames = int(params["expert_frames"])
         print(f"notebook 1 trains a PPO expert of {frames:,} frames for each of {len(untrained)} game(s) without a "
-              f"shipped one; " + expected_duration("ppo", "nature", frames // 4, resolve_runtime()), flush=True)
+              f"shipped one; " + expected_duration("ppo", "nature", expert_steps(frames), resolve_runtime()), flush=True)
     rows: list[dict[str, Any]] = []
     if engine == "ray":
         from xrlkit.ray_engine import run_on_ray

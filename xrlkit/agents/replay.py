@@ -38,7 +38,6 @@ import numpy as np
 from xrlkit.shapes import FRAME_SHAPE, FRAME_STACK
 
 
-
 class SumTree:
     """Binary sum-tree over ``capacity`` non-negative leaves (float64), all numpy-vectorised.
 

@@ -45,6 +45,7 @@ def _train_options(train_args: list[str]) -> argparse.Namespace:
 
 
 def _plan(n_runs: int, options: argparse.Namespace, cpus_per_run: float, cluster_cpus: int) -> str:
+    from xrlkit.envs import get_protocol
     from xrlkit.runtime import measured_rate, resolve_runtime
 
     encoder = options.encoder or ("impala" if options.algo == "rainbow" else "nature")
@@ -54,7 +55,7 @@ def _plan(n_runs: int, options: argparse.Namespace, cpus_per_run: float, cluster
     if found is None:
         return head + "; the training benchmark has no measurement for this trainer, so no time estimate"
     rate, machine = found
-    hours = options.frames / 4 / rate / 3600
+    hours = options.frames / get_protocol(options.protocol or "ifepaper").frame_skip / rate / 3600
     slots = max(1, int(cluster_cpus // cpus_per_run))
     return (f"{head}: about {hours:.1f} h each at the {rate:.0f} agent steps/s measured on {machine.get('cores', '?')} "
             f"cores of {machine.get('cpu', 'an unnamed CPU')}, {n_runs * hours * machine.get('cores', 1):.1f} CPU-hours "
