@@ -87,13 +87,25 @@ def test_encoder_shapes(encoder, features):
     assert torch.isfinite(out).all()
 
 
-def test_ife_attention_is_a_distribution_over_196_cells():
-    enc = make_encoder("ife")
+@pytest.mark.parametrize("encoder,grid", [("ife", (14, 14)), ("nature-attention", (7, 7))])
+def test_attention_is_a_distribution_over_the_grid(encoder, grid):
+    enc = make_encoder(encoder)
     enc(torch.rand(5, 4, 84, 84))
     att = enc.attention
-    assert att.shape == (5, 14, 14)
+    assert att.shape == (5, *grid)
     assert (att >= 0).all()
     torch.testing.assert_close(att.flatten(1).sum(1), torch.ones(5))
+
+
+def test_uniform_attention_gives_the_features_back_at_their_scale():
+    from xrlkit.agents.encoders import SoftAttention
+
+    attend = SoftAttention(8, 16)
+    torch.nn.init.zeros_(attend.score[2].weight)  # equal scores everywhere: uniform attention
+    x = torch.rand(2, 8, 14, 14)
+    weighted, att = attend(x)
+    torch.testing.assert_close(att, torch.full((2, 14, 14), 1 / 196))
+    torch.testing.assert_close(weighted, x)  # not shrunk 196-fold
 
 
 def test_ife_hue_cells_see_only_their_6x6_patch():

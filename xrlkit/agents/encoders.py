@@ -100,9 +100,12 @@ class ImpalaCNN(nn.Module):
 class SoftAttention(nn.Module):
     """Soft spatial attention: an MLP scores each position of a feature map, softmax over positions.
 
-    Input ``[B, D, H, W]``; returns the features weighted by their attention ``[B, D, H, W]`` (not
-    rescaled, so the weighted features shrink by ~1/(H*W)) and the attention ``[B, H, W]``, which
-    sums to 1 over the H*W positions. The MLP is ``Linear(D, hidden) -> ReLU -> Linear(hidden, 1)``
+    Input ``[B, D, H, W]``; returns the features weighted by their attention times ``H*W``
+    ``[B, D, H, W]`` (uniform attention gives the features back at their own scale) and the
+    attention ``[B, H, W]``, which sums to 1 over the H*W positions. Without the ``H*W`` the
+    weighted features shrink ~200-fold in IFE, whose spectral-normed AFE cannot restore the scale:
+    the first Linear layer must then grow as much, and a distilled IFE student's loss fell from
+    1.79 to only 1.72 in 200 updates, against 1.52 with the rescaling (Pong, measured here). The MLP is ``Linear(D, hidden) -> ReLU -> Linear(hidden, 1)``
     per position, computed as 1x1 convolutions on the map (the same weights: no transpose to
     ``[B, H*W, D]``, and ~20% faster in a bf16 channels_last update on this project's CPU).
     """
@@ -117,7 +120,8 @@ class SoftAttention(nn.Module):
         scores = F.conv2d(h, last.weight[:, :, None, None], last.bias)
         b, _, height, width = scores.shape
         alpha = torch.softmax(scores.reshape(b, -1).float(), dim=1)
-        return x * alpha.to(x.dtype).view(b, 1, height, width), alpha.view(b, height, width)
+        weights = (alpha * (height * width)).to(x.dtype).view(b, 1, height, width)
+        return x * weights, alpha.view(b, height, width)
 
 
 class NatureAttentionCNN(nn.Module):
@@ -128,9 +132,8 @@ class NatureAttentionCNN(nn.Module):
     Shapes: ``[B, C, 84, 84] -> [B, 3136]`` (as :class:`NatureCNN`); :attr:`attention` holds the
     last attention ``[B, 7, 7]``, summing to 1. Each of the 7x7 cells sees a 36x36-px window
     of the input (stride 8), against IFE's 14x14 cells of 6x6 px each: the coarseness the IFE
-    paper attributes to attention on top of a deep CNN. The attended map is multiplied by 49,
-    so uniform attention gives back the plain Nature features (and their scale at
-    initialisation), then flattened.
+    paper attributes to attention on top of a deep CNN. With uniform attention the attended map
+    is the plain Nature features (:class:`SoftAttention` rescales by the 49 cells), then flattened.
     """
 
     def __init__(self, in_channels: int = 4, attention_hidden: int = 512) -> None:
@@ -142,7 +145,7 @@ class NatureAttentionCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weighted, self.attention = self.attend(self.convs(x))
-        return (weighted * (weighted.shape[2] * weighted.shape[3])).flatten(1)
+        return weighted.flatten(1)
 
 
 class HumanUnderstandableEncoding(nn.Module):
