@@ -5,7 +5,8 @@
   float32 policy; logits change by less than 0.05 on random states, checked here) and xrlkit
   metadata is written into it, with the ``act_mode`` it is scored and played with (``sample``:
   actions drawn from the policy, RL-Zoo's way of scoring Atari PPO).
-* ``xrlkit``: an agent trained by xrlkit (``agent.safetensors`` of ``xrlkit train``); weights are
+* ``xrlkit``: an agent trained by xrlkit (``agent.safetensors`` of ``xrlkit train`` or ``xrlkit
+  distill``, whose ``origin: distilled``, teacher and held-out agreement go into the manifest); weights are
   stored in float16 (logits change by less than 0.05 on random states, checked here) with the
   trainer's metadata, and it is scored on seeds the trainer never used (``--eval-seed``).
 * ``visionmask``: a VisionMask checkpoint; weights are stored in float16 (halves the size; no mask
@@ -18,7 +19,7 @@ the manifest as they were.
 
 Usage:
     python scripts/ship_model.py sb3 SRC.zip --game Breakout --role expert --command "..." [--protocol rlzoo] [--act-mode sample]
-    python scripts/ship_model.py xrlkit SRC.safetensors --game Pong --command "..." [--act-mode sample] [--role second-seed]
+    python scripts/ship_model.py xrlkit SRC.safetensors --game Pong --command "..." [--act-mode sample] [--role second-seed | ife]
     python scripts/ship_model.py visionmask SRC.safetensors --game Breakout --command "..."
 """
 
@@ -96,8 +97,9 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
             if k not in ("kind", "config", "game", "n_actions", "action_meanings", "act_mode", "versions")}
     states = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     before = agent.logits(states).detach()
-    algo, encoder = meta.get("algo", "rainbow"), meta.get("encoder", "nature")
-    dst = _staging() / f"{game}-{algo}-{encoder}-{role}.safetensors"
+    algo, encoder, origin = meta.get("algo", "rainbow"), meta.get("encoder", "nature"), meta.get("origin", "rl")
+    name = f"{game}-{algo}-{encoder}" + ("" if role == encoder else f"-{role}")
+    dst = _staging() / f"{name}.safetensors"
     save_agent(agent.half(), dst, game=game, **{**meta, "stored_dtype": "float16", "command": command,
                                               "versions": agent.meta.get("versions")})
     packed = load_agent(dst, game=game)
@@ -106,8 +108,11 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
         raise SystemExit(f"float16 weights change the logits by {diff:.4f}; not shipping")
     protocol = agent_protocol(packed)
     result = evaluate(packed, game, episodes, protocol=protocol, seed=eval_seed, progress=True)
+    # a distilled agent carries its teacher, recipe and held-out agreement (xrlkit.agents.distill)
+    distilled = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained")
+                 if k in meta}
     return {"game": game, "role": role, "file": dst.name, "kind": f"xrlkit-{algo}", "algo": algo, "encoder": encoder,
-            "origin": "rl", "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
+            "origin": origin, **distilled, "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
             "act_mode": act_mode, "command": command, "max_logit_change_fp16": diff,
             "eval_returns": result.returns, "eval_mean": result.mean, "eval_hns": result.hns,
             "eval_protocol": f"{episodes} episodes, seeds from {eval_seed}, {act_mode}, {protocol} protocol"}
