@@ -14,7 +14,8 @@ from xrlkit.metrics import make_metric
 from xrlkit.visionmask import load_visionmask
 
 MODELS = shipped_models()
-EXPERTS = [m for m in MODELS if m["role"] in ("expert", "second-seed", "ife")]
+EXPERTS = [m for m in MODELS if m["role"] in ("expert", "second-seed", "ife", "nature-attention")]
+DISTILLED = [m for m in MODELS if m.get("origin") == "distilled"]
 SECOND_SEEDS = [m for m in MODELS if m["role"] == "second-seed"]
 MASKS = [m for m in MODELS if m["role"] == "visionmask"]
 
@@ -51,6 +52,23 @@ def test_second_seed_is_the_experts_recipe_from_another_seed(entry):
     assert {k: entry.get(k) for k in same} == {k: expert.get(k) for k in same}
     assert entry["seed"] != expert["seed"]
     assert entry["command"].split("--seed")[0] == expert["command"].split("--seed")[0]
+
+
+@pytest.mark.parametrize("entry", DISTILLED, ids=lambda m: f"{m['game']}-{m['role']}")
+def test_distilled_agent_agrees_with_the_shipped_expert_as_its_manifest_says(entry):
+    """A distilled agent names its teacher, the shipped expert, and agrees with it on states it
+    meets itself about as often as its held-out measurement says."""
+    from xrlkit.visionmask.model import file_sha256
+
+    expert_path = shipped(entry["game"], "expert")
+    assert entry["teacher"]["sha256"] == file_sha256(expert_path)
+    assert entry["encoder"] == entry["role"] and entry["value_trained"] is False
+    student = load_any_agent(MODELS_DIR / entry["file"], game=entry["game"])
+    expert = load_any_agent(expert_path, game=entry["game"])
+    assert student.has_attention and student.meta["origin"] == "distilled"
+    states = rollout(student, entry["game"], 256, protocol=agent_protocol(student), seed=7, every=4).states
+    agree = float((greedy_actions(student, states) == greedy_actions(expert, states)).mean())
+    assert agree >= entry["heldout_agreement"] - 0.1, (agree, entry["heldout_agreement"])
 
 
 @pytest.mark.parametrize("entry", MASKS, ids=lambda m: m["game"])

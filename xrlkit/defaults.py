@@ -3,7 +3,9 @@
 Trained models that ship with xrlkit live in ``xrlkit/data/models`` and are listed in its
 ``manifest.json``: one entry per file with ``game``, ``role`` (``expert``: the agent that is
 explained; ``second-seed``: the expert's recipe trained from another seed, to measure how
-stable explanations are across agent seeds; ``ife``: an agent with the IFE encoder;
+stable explanations are across agent seeds; ``ife`` and ``nature-attention``: agents with the IFE
+encoder and with the CNN-with-attention baseline's, whose ``origin`` says whether RL or
+distillation from the expert trained them;
 ``visionmask``: the VisionMask model of the game's expert), ``file``, the ``command`` that produced it and what it measured.
 """
 
@@ -17,7 +19,7 @@ from xrlkit.games import resolve_game
 from xrlkit.registry import choose
 
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
-ROLES = ("expert", "second-seed", "ife", "visionmask")
+ROLES = ("expert", "second-seed", "ife", "nature-attention", "visionmask")
 
 
 def shipped_models() -> list[dict[str, Any]]:

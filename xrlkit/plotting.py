@@ -237,6 +237,15 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
     return fig
 
 
+def grounding_bars(table, *, title: str | None = None) -> Figure:
+    """:func:`metric_bars` of a :func:`xrlkit.grounding.grounding_table` (columns ``method``,
+    ``measure``, ``mean``, ``ci_low``, ``ci_high``, ``beats_random``): one panel per measure."""
+    import pandas as pd
+
+    bars = pd.DataFrame(table).rename(columns={"method": "explainer", "measure": "metric", "mean": "value"})
+    return metric_bars(bars.assign(higher_is_better=True), ncols=3, title=title)
+
+
 def stability_bars(table, *, title: str | None = None, top: float = 0.1) -> Figure:
     """Grouped bars of a :func:`xrlkit.stability.stability_table` (columns ``explainer``,
     ``comparison``, ``measure``, ``mean``, ``ci_low``, ``ci_high``): one panel per measure,
