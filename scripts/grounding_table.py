@@ -7,8 +7,8 @@ inside the object boxes and the IoU of its top-k pixels with the boxes (k: the b
 with 95% bootstrap intervals and a paired comparison with a random map (chance). The boxes cover
 the objects in all four stacked frames (a map may rightly point at where the ball was):
 
-* the own attention of each shipped agent that has one (``ife``, ``nature-attention``; action
-  independent), named ``attention: ENCODER (ORIGIN)``;
+* the own attention of each shipped agent that has one (roles ``ife``, ``nature-attention``; action
+  independent), named ``IFE attention (ORIGIN)`` and ``CNN-att. attention (ORIGIN)``;
 * every post-hoc explainer of the shipped expert, and its VisionMask, for the expert's preferred
   action.
 
@@ -37,7 +37,8 @@ from xrlkit.explainers import make_explainer  # noqa: E402
 from xrlkit.grounding import OBJECTS_DIR, grounding_table, load_object_states  # noqa: E402
 from xrlkit.runlog import check_out_dir  # noqa: E402
 
-ATTENTION_ROLES = ("ife", "nature-attention")
+#: the shipped agents with an attention map of their own, by role, with their label in the table
+ATTENTION_ROLES = {"ife": "IFE", "nature-attention": "CNN-att."}
 
 
 def explain_all(explainer, states: np.ndarray, actions: np.ndarray, batch_size: int = 16) -> torch.Tensor:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in shipped_models():
             if entry["game"] == game and entry["role"] in ATTENTION_ROLES:
                 agent = load_any_agent(shipped(game, entry["role"]), game=game)
-                name = f"attention: {entry['encoder']} ({entry.get('origin', 'rl')})"
+                name = f"{ATTENTION_ROLES[entry['role']]} attention ({entry.get('origin', 'rl')})"
                 maps[name] = explain_all(make_explainer("ife", agent), states, np.zeros(len(states), dtype=np.int64))
         expert = load_any_agent(shipped(game, "expert"), game=game)
         actions = greedy_actions(expert, states)

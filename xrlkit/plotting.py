@@ -185,14 +185,15 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
 
 
 def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | None = None, ncols: int = 5,
-                marks: Mapping[str, str] | None = None) -> Figure:
+                marks: Mapping[str, str] | None = None, panel_width: float = 3.2) -> Figure:
     """Bar plot per metric of a tidy table of :func:`xrlkit.metrics.evaluate_explainers`
     (columns ``explainer``, ``metric``, ``value``; one panel per metric, explainers on the
     x-axis). With several games in a ``game`` column, one row of panels per game; otherwise the
     panels wrap after ``ncols``. Panel titles say which way is better; ``marks`` maps a game to a
     short warning shown in red in its panel titles. Where the table has them, 95% intervals are
     drawn as error bars (``ci_low`` / ``ci_high``), the random explainer is red and an explainer
-    that does not beat random (``beats_random`` False) is drawn hatched and pale."""
+    that does not beat random (``beats_random`` False) is drawn hatched and pale. ``panel_width``:
+    inches per panel (widen it for many explainers)."""
     import pandas as pd
 
     df = pd.DataFrame(table)
@@ -205,7 +206,7 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
         ncols = min(ncols, len(metrics))
         nrows = -(-len(metrics) // ncols)
         panels = [(None, m) for m in metrics]
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols, 3.6 * nrows), squeeze=False)
     for ax, (game, metric) in zip(axes.flat, panels):
         rows = df[(df["metric"] == metric) & ((df["game"] == game) if game is not None else True)]
         sub = rows.groupby("explainer", sort=False).agg(
@@ -227,6 +228,7 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
         ax.set_title((f"{game}: " if game else "") + metric + arrow + (f"\n{mark}" if mark else ""), fontsize=9,
                      color="red" if mark else "black")
         ax.tick_params(axis="x", rotation=60, labelsize=8)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")  # each label ends under its bar
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -239,11 +241,13 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
 
 def grounding_bars(table, *, title: str | None = None) -> Figure:
     """:func:`metric_bars` of a :func:`xrlkit.grounding.grounding_table` (columns ``method``,
-    ``measure``, ``mean``, ``ci_low``, ``ci_high``, ``beats_random``): one panel per measure."""
+    ``measure``, ``mean``, ``ci_low``, ``ci_high``, ``beats_random``): one panel per measure, as
+    wide as its methods need."""
     import pandas as pd
 
     bars = pd.DataFrame(table).rename(columns={"method": "explainer", "measure": "metric", "mean": "value"})
-    return metric_bars(bars.assign(higher_is_better=True), ncols=3, title=title)
+    width = max(3.2, 0.42 * bars["explainer"].nunique())
+    return metric_bars(bars.assign(higher_is_better=True), ncols=3, title=title, panel_width=width)
 
 
 def stability_bars(table, *, title: str | None = None, top: float = 0.1) -> Figure:
