@@ -34,7 +34,7 @@ from xrlkit.agents.load import load_any_agent  # noqa: E402
 from xrlkit.commands.evaluate_explainers import DEFAULT_EXPLAINERS, build_explainers  # noqa: E402
 from xrlkit.defaults import shipped, shipped_models  # noqa: E402
 from xrlkit.explainers import make_explainer  # noqa: E402
-from xrlkit.grounding import OBJECTS_DIR, grounding_table, load_object_states  # noqa: E402
+from xrlkit.grounding import CROWD_LABELS, OBJECTS_DIR, grounding_table, load_object_states  # noqa: E402
 from xrlkit.runlog import check_out_dir  # noqa: E402
 
 #: the shipped agents with an attention map of their own, by role, with their label in the table
@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("figures"))
     p.add_argument("--n-states", type=int, default=150, help="evenly spaced over the stored states (whole games)")
     p.add_argument("--explainers", default=DEFAULT_EXPLAINERS)
-    p.add_argument("--ignore", default="Pill",
-                   help="object categories left out (default: MsPacman's pills, which tile the whole maze)")
+    p.add_argument("--ignore", default=",".join(CROWD_LABELS),
+                   help="object categories left out (default: MsPacman's pills and Breakout's bricks, which tile "
+                        "much of the screen)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:

@@ -9,8 +9,6 @@ plays the game's shipped expert (or ``--agent PATH``) over whole games, keeps ev
 step that has objects on screen and writes the states and boxes to ``xrlkit/data/objects/Pong.npz``
 (about 1 MB for 300 states). The main environment reads it with
 ``xrlkit.grounding.load_object_states("Pong")``; ``scripts/grounding_table.py`` scores maps on it.
-An SB3 zip saved under numpy 2 (the shipped Breakout expert) does not unpickle under numpy<2, so
-the agent must be in xrlkit's safetensors format.
 """
 
 from __future__ import annotations

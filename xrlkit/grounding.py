@@ -32,6 +32,9 @@ Box = tuple[float, float, float, float]
 SCREEN_SIZE = (210, 160)  # raw ALE screen, (rows, columns)
 #: where the shipped object-box files live, one ``{game}.npz`` per game
 OBJECTS_DIR = Path(__file__).resolve().parent / "data" / "objects"
+#: object categories that tile much of the screen (MsPacman's pills, Breakout's bricks): with them
+#: in the boxes, almost any map lands "on an object", so grounding leaves them out by default
+CROWD_LABELS = ("Pill", "Block")
 
 
 def scale_boxes(boxes: Sequence[Box], from_size: tuple[int, int] = SCREEN_SIZE,

@@ -336,11 +336,23 @@ class PolicySession:
         return choose_actions(self.logits(obs, episode_start), epsilon, self.agent._rng, self.agent.act_mode)
 
 
-def _custom_objects() -> dict[str, Any]:
-    """Replacements for pickled training-only objects, so zips from other Python / SB3 versions
-    (e.g. RL-Zoo's) load for inference."""
+def _custom_objects(data: dict[str, Any]) -> dict[str, Any]:
+    """Replacements for pickled objects, so zips from other Python / SB3 / numpy versions (e.g.
+    RL-Zoo's, or one saved under numpy 2 and loaded under OCAtari's numpy<2) load for inference:
+    training schedules become constants, the last rollout's state is dropped, and image (uint8
+    Box) and Discrete spaces are rebuilt from the readable fields SB3 writes beside the pickle."""
     constant = lambda _: 0.0  # noqa: E731
-    return {"learning_rate": 0.0, "lr_schedule": constant, "clip_range": constant, "exploration_schedule": constant}
+    out: dict[str, Any] = {"learning_rate": 0.0, "lr_schedule": constant, "clip_range": constant,
+                           "exploration_schedule": constant, "_last_obs": None, "_last_episode_starts": None,
+                           "_last_original_obs": None, "ep_info_buffer": None, "ep_success_buffer": None}
+    for key in ("observation_space", "action_space"):
+        space = data.get(key, {})
+        kind = space.get(":type:", "")
+        if kind.endswith("spaces.box.Box'>") and space.get("dtype") == "uint8":
+            out[key] = gym.spaces.Box(0, 255, tuple(space["_shape"]), np.uint8)
+        elif kind.endswith("spaces.discrete.Discrete'>"):
+            out[key] = gym.spaces.Discrete(int(space["n"]), start=int(space.get("start", 0)))
+    return out
 
 
 def load_sb3_agent(path: str | Path, game: str | None = None, device: str | torch.device = "cpu",
@@ -363,7 +375,7 @@ def load_sb3_agent(path: str | Path, game: str | None = None, device: str | torc
     if algo not in ALGOS:
         raise ValueError(f"{path}: unknown algorithm {algo!r}; xrlkit supports {sorted(ALGOS)}")
     try:
-        model = ALGOS[algo].load(path, device=device, custom_objects=_custom_objects())
+        model = ALGOS[algo].load(path, device=device, custom_objects=_custom_objects(data))
     except Exception as err:  # SB3 raises many types for a bad file; report them as one
         raise ValueError(f"{path}: could not load as {algo} ({type(err).__name__}: {err})") from err
     n_actions = int(getattr(model.action_space, "n", -1))
