@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         objects = load_object_states(game)
         game = objects.meta["game"]
-        pick = np.unique(np.linspace(0, len(objects.states) - 1, min(args.n_states, len(objects.states))).round().astype(int))
-        kept = sorted({lab for lb in objects.labels for lab in lb} - set(args.ignore.split(",")))
-        states, boxes = objects.states[pick], [objects.only(kept)[i] for i in pick]
+        states, boxes, kept = objects.spread(args.n_states, ignore=args.ignore.split(","))
         maps: dict[str, torch.Tensor] = {}
         for entry in shipped_models():
             if entry["game"] == game and entry["role"] in ATTENTION_ROLES:

@@ -92,6 +92,8 @@ def test_object_states_round_trip_and_clear_errors(tmp_path):
     assert (back.boxes, back.labels, back.ages, back.meta) == (objects.boxes, objects.labels, objects.ages, objects.meta)
     assert back.only(["Player"]) == [[(5.0, 6.0, 1.0, 1.0)], [], [(0.5, 0.5, 2.0, 2.0)]]
     assert back.only(max_age=0) == [[(1.0, 2.0, 3.0, 4.0), (5.0, 6.0, 1.0, 1.0)], [], []]
+    states2, boxes2, kept = back.spread(2, ignore=["Ball"])
+    assert len(states2) == 2 and kept == ["Player"] and boxes2 == [[(5.0, 6.0, 1.0, 1.0)], [(0.5, 0.5, 2.0, 2.0)]]
     with pytest.raises(FileNotFoundError, match="scripts/object_boxes.py"):
         load_object_states(tmp_path / "Breakout.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")

@@ -175,6 +175,14 @@ class ObjectStates:
             raise ValueError(f"{len(self.states)} states, {len(self.boxes)} box lists, {len(self.labels)} label lists, "
                              f"{len(self.ages)} age lists")
 
+    def spread(self, n_states: int, ignore: Sequence[str] = CROWD_LABELS) -> tuple[np.ndarray, list[list[Box]], list[str]]:
+        """At most ``n_states`` states evenly spaced over the stored ones (so over whole games),
+        their boxes without the ``ignore`` categories, and the categories kept (sorted)."""
+        pick = np.unique(np.linspace(0, len(self.states) - 1, min(n_states, len(self.states))).round().astype(int))
+        kept = sorted({lab for lb in self.labels for lab in lb} - set(ignore))
+        boxes = self.only(kept)
+        return self.states[pick], [boxes[i] for i in pick], kept
+
     def only(self, labels: Sequence[str] | None = None, max_age: int = FRAME_STACK - 1) -> list[list[Box]]:
         """Per state, the boxes of the objects whose category is in ``labels`` (default: all) in
         the newest ``max_age + 1`` frames of the stack (``max_age=0``: the newest frame only)."""
