@@ -32,7 +32,6 @@ final student, loadable by :func:`xrlkit.agents.load.load_any_agent`).
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -52,7 +51,7 @@ from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.registry import choose
-from xrlkit.runlog import StopFlag, TrainingInterrupted, atomic_save
+from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save
 from xrlkit.runtime import Runtime, resolve_runtime
 from xrlkit.shapes import OBS_SHAPE
 
@@ -228,10 +227,13 @@ def distill(
             add_round(*_load_round_data(_data_path(out, k)))
 
     def save_checkpoint() -> None:
+        counters["elapsed_s"] = time.time() - t0
         tensors = {**{f"agent.{k}": v for k, v in student.state_dict().items()}, **optimizer_tensors(optimizer),
                    "rng.torch": gen.get_state()}
         atomic_save(resume_path, tensors, {"counters": counters, "settings": settings})
 
+    log = CsvLog(out / "metrics.csv", ("round", "states", "agreement_before", "loss", "wall_s"), step_column="round")
+    log.trim(counters["round"] - 1)  # a row written after the checkpoint a crashed run resumes from
     t0 = time.time() - counters["elapsed_s"]
     with StopFlag() as stop:
         while counters["round"] < cfg.rounds:
@@ -252,7 +254,6 @@ def distill(
             with rt.phase("update"):
                 while counters["update"] < cfg.updates_per_round:
                     if stop:
-                        counters["elapsed_s"] = time.time() - t0
                         save_checkpoint()
                         raise TrainingInterrupted(f"distillation stopped by signal {stop.signal}; "
                                                   f"checkpoint in {resume_path}")
@@ -273,18 +274,10 @@ def distill(
                     if counters["update"] % 50 == 0:
                         bar.set_postfix(loss=f"{np.mean(counters['losses']):.3f}")
                     if counters["update"] % checkpoint_every == 0:
-                        counters["elapsed_s"] = time.time() - t0
                         save_checkpoint()
             bar.close()
-            counters["elapsed_s"] = time.time() - t0
-            metrics = out / "metrics.csv"
-            new = not metrics.exists()
-            with metrics.open("a", newline="") as f:
-                writer = csv.writer(f)
-                if new:
-                    writer.writerow(["round", "states", "agreement_before", "loss", "wall_s"])
-                writer.writerow([k, filled, f"{agreements[k]:.4f}",
-                                 f"{np.mean(counters['losses']):.4f}", f"{counters['elapsed_s']:.1f}"])
+            log.append({"round": k, "states": filled, "agreement_before": f"{agreements[k]:.4f}",
+                        "loss": f"{np.mean(counters['losses']):.4f}", "wall_s": f"{time.time() - t0:.1f}"})
             counters.update(round=k + 1, update=0)
             save_checkpoint()
 
