@@ -1,4 +1,5 @@
-"""Figures: saliency overlays on game frames, per-action masks, learning curves, metric bars.
+"""Figures: saliency overlays on game frames, per-action masks, learning curves, metric bars,
+aggregates over seeds.
 
 Every function draws with matplotlib and returns the ``Figure`` (or draws into a given ``Axes``),
 so notebooks show it and the study runner saves it. Saliency maps are ``[84, 84]`` (the agent's
@@ -181,6 +182,67 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
+    return fig
+
+
+def method_curves(table, *, title: str | None = None) -> Figure:
+    """Evaluation score against frames for the runs of a :func:`xrlkit.sweep.score_table` (one
+    panel per game; one colour per encoder): a thin line per seed and a thick line for the mean
+    over seeds at the frames every seed evaluated at."""
+    import pandas as pd
+
+    from xrlkit.games import REFERENCE_SCORES
+    from xrlkit.runlog import read_curve
+
+    df = pd.DataFrame(table)
+    games = sorted(df["game"].unique())
+    fig, axes = plt.subplots(1, len(games), figsize=(5.2 * len(games), 3.6), squeeze=False)
+    for ax, game in zip(axes.flat, games):
+        for i, (encoder, runs) in enumerate(df[df["game"] == game].groupby("encoder", sort=False)):
+            evals = []
+            for run in runs.itertuples():
+                curve = read_curve(run.run, as_pandas=True).dropna(subset=["eval_mean"])
+                evals.append(curve.set_index("frames")["eval_mean"])
+                ax.plot(curve["frames"], curve["eval_mean"], color=f"C{i}", lw=0.8, alpha=0.45)
+            mean = pd.concat(evals, axis=1).dropna().mean(axis=1)
+            ax.plot(mean.index, mean.to_numpy(), color=f"C{i}", lw=2.2, marker="o",
+                    label=f"{encoder} (mean of {len(evals)} seeds)")
+        if game in REFERENCE_SCORES:
+            ax.axhline(REFERENCE_SCORES[game][0], color="gray", linestyle=":", label="random play")
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1e6:g}M")
+        ax.set_xlabel("environment frames")
+        ax.set_ylabel("evaluation score (unclipped)")
+        ax.set_title(game)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def interval_estimates(estimates, *, title: str | None = None, xlabel: str | None = None) -> Figure:
+    """rliable's interval plot of an :func:`xrlkit.aggregate.interval_estimates` table: one panel
+    per measure (IQM, mean, median), one row per method, the point estimate with its 95% interval."""
+    import pandas as pd
+    from rliable import plot_utils
+
+    df = pd.DataFrame(estimates)
+    measures = list(df["measure"].unique())
+    methods = list(df["method"].unique())
+    points, intervals = {}, {}
+    for method in methods:
+        sub = df[df["method"] == method].set_index("measure").reindex(measures)
+        points[method] = sub["value"].to_numpy()
+        intervals[method] = sub[["ci_low", "ci_high"]].to_numpy().T
+    if xlabel is None:
+        xlabel = "human-normalised score" if bool(df["normalised"].iloc[0]) else "game score"
+    names = {"iqm": "IQM", "mean": "mean", "median": "median"}
+    fig, _ = plot_utils.plot_interval_estimates(points, intervals, [names.get(m, m) for m in measures],
+                                                algorithms=methods, xlabel=xlabel, xlabel_y_coordinate=-0.55,
+                                                subfigure_width=3.6, row_height=0.5)
+    if title:  # above rliable's large panel titles
+        fig.suptitle(title, fontsize=11, y=1.0 + 0.5 / fig.get_figheight())
     return fig
 
 

@@ -7,6 +7,10 @@ Layout of a sweep folder ``OUT``::
     OUT/<Game>-s<seed>.done          marker: finished (skipped on re-run), with its wall time
     OUT/sweep.json, OUT/sweep.md     one row per run: status, seconds, attempts, folder, log
 
+:func:`score_table` reads the finished runs of one or more such folders (any folder holding run
+folders with a final ``agent.safetensors``) into the score table that :mod:`xrlkit.aggregate`
+turns into IQMs with rliable.
+
 Each run is its own ``xrlkit train`` process, so it picks its threads and allocator as a single run
 does and resumes from its own checkpoint: a sweep stopped or killed half-way continues where each
 run stopped when it is started again. A failing run is started again up to ``attempts`` times
@@ -62,6 +66,36 @@ def run_training(game: str, seed: int, train_args: Sequence[str], out_dir: str |
             return {**row, "status": "done", "seconds": seconds, "attempts": attempt}
     return {**row, "status": "failed", "seconds": round(time.time() - start, 1), "attempts": attempts,
             "error": f"xrlkit train exited {rc}; see {log}"}
+
+
+SCORE_COLUMNS = ("game", "encoder", "algo", "seed", "frames", "score", "eval_episodes", "train_seconds", "run")
+
+
+def score_table(*folders: str | Path) -> pd.DataFrame:
+    """One row per finished training run (a folder with the final ``agent.safetensors`` of
+    ``xrlkit train``) that is one of ``folders`` or up to two levels below one, from the agent's own
+    metadata: :data:`SCORE_COLUMNS`, ``score`` being the final evaluation's mean game score.
+    Unfinished runs (only a ``resume.safetensors``) are left out. ``FileNotFoundError`` when a
+    folder does not exist or holds no finished run."""
+    from xrlkit.checkpoint import read_meta
+
+    rows = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no sweep folder at {folder}")
+        for path in sorted(p for pattern in ("agent.safetensors", "*/agent.safetensors", "*/*/agent.safetensors")
+                           for p in folder.glob(pattern)):
+            meta = read_meta(path)
+            lacks = [k for k in ("game", "seed", "frames", "eval_mean") if meta.get(k) is None]
+            if lacks:
+                raise ValueError(f"{path} is not a finished xrlkit train run: its metadata lacks {lacks}")
+            rows.append({"game": meta["game"], "encoder": meta.get("encoder"), "algo": meta.get("algo"),
+                         "seed": int(meta["seed"]), "frames": int(meta["frames"]), "score": float(meta["eval_mean"]),
+                         "eval_episodes": meta.get("eval_episodes"), "train_seconds": meta.get("train_seconds"),
+                         "run": str(path.parent)})
+    if not rows:
+        raise FileNotFoundError(f"no finished training run (*/agent.safetensors) in {', '.join(map(str, folders))}")
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
 
 def run_sweep(
