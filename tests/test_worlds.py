@@ -61,3 +61,20 @@ def test_a_random_agent_plays_a_doom_episode_through_the_evaluator():
     agent = RandomAgent(4, action_meanings("VizdoomBasic-v1"), seed=0)
     result = evaluate(agent, "VizdoomBasic-v1", 2, seed=5, max_steps=40, n_envs=2)
     assert len(result.returns) == 2 and all(np.isfinite(result.returns)) and np.isnan(result.hns)
+
+
+def test_ppo_trains_on_a_doom_world_and_the_vector_env_has_send_and_recv(tmp_path):
+    from xrlkit.agents.ppo import train
+    from xrlkit.checkpoint import read_meta
+
+    env = make_vector_env("VizdoomBasic-v1", 2, seed=1)
+    env.send(np.zeros(2, dtype=np.int64))
+    obs, reward, *_ = env.recv()  # the in-process backend offers ale-py's pair too
+    assert obs.shape == (2, 4, 84, 84) and reward.shape == (2,)
+    with pytest.raises(RuntimeError, match="recv"):
+        env.recv()
+    env.close()
+    path = train("VizdoomBasic-v1", total_frames=512, out_dir=tmp_path, n_envs=2, eval_episodes=1, eval_max_steps=20,
+                 progress=False, n_steps=32, batch_size=32, n_epochs=1)
+    meta = read_meta(path)
+    assert meta["game"] == "VizdoomBasic-v1" and meta["frames"] >= 512 and meta["eval_mean"] is not None

@@ -149,7 +149,8 @@ def make_vector_env(
       wrappers) has no ale-py equivalent.
 
     The two backends pad the first stack of an episode differently (ale: zeros; gym: the first
-    frame repeated). ``threads`` sets the ale backend's worker threads (0: one per core).
+    frame repeated). ``threads`` sets the ale backend's worker threads (0: one per core). Both
+    offer ale-py's ``send(actions)`` / ``recv()`` as well as ``step``.
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
@@ -179,7 +180,7 @@ def make_vector_env(
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
     elif backend == "gym":
-        env = gym.vector.SyncVectorEnv(
+        env = _SyncVectorEnv(
             [lambda: make_env(name, proto, train=train) for _ in range(n_envs)],
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
@@ -188,6 +189,22 @@ def make_vector_env(
     env.reset(seed=seed)
     env.action_space.seed(seed)
     return env
+
+
+class _SyncVectorEnv(gym.vector.SyncVectorEnv):
+    """gymnasium's in-process vector env with ale-py's ``send(actions)`` / ``recv()`` pair, so a
+    loop that overlaps stepping with inference runs on both backends (here ``recv`` steps)."""
+
+    _actions: Any = None
+
+    def send(self, actions: Any) -> None:
+        self._actions = actions
+
+    def recv(self) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        if self._actions is None:
+            raise RuntimeError("recv() before send()")
+        actions, self._actions = self._actions, None
+        return self.step(actions)
 
 
 class _ScoreTally(gym.Wrapper):

@@ -1,10 +1,11 @@
-"""PPO for Atari as one flat, readable loop (after CleanRL's ``ppo_atari.py``), tuned to the CPU.
+"""PPO for Atari (and the other worlds) as one flat, readable loop (after CleanRL's ``ppo_atari.py``), tuned to the CPU.
 
 The loop, phase by phase: storage set-up -> rollout ("action logic", "execute the game") ->
 bootstrap + GAE -> flatten the batch -> optimise (clipped policy loss, value loss, entropy) ->
 record (approx-KL, clip fraction, explained variance, agent steps/s) -> evaluate / checkpoint.
 
-Envs are ale-py's C++ ``AtariVectorEnv`` under a project protocol (:mod:`xrlkit.envs`): the
+Envs are ale-py's C++ ``AtariVectorEnv`` under a project protocol (:mod:`xrlkit.envs`; worlds
+other than Atari, e.g. ViZDoom, step in-process copies with the same ``send``/``recv``): the
 loop itself applies the training signals, so the envs always report raw game scores:
 
 * a lost life ends the episode *for bootstrapping* when the protocol says so (``ifepaper``:
@@ -176,7 +177,7 @@ def train(
     game = resolve_game(game)
     proto = get_protocol(protocol)
     if proto.name == "rlzoo":
-        raise ValueError("the xrlkit PPO trainer runs on ale-py's vector env, which cannot reproduce the rlzoo "
+        raise ValueError("the xrlkit PPO trainer runs Atari on ale-py's vector env, which cannot reproduce the rlzoo "
                          "protocol (FIRE on reset); use --protocol ifepaper or machado, or --algo sb3-ppo")
     choose("encoder", encoder, ENCODERS)
     if total_frames < 1:
@@ -238,14 +239,14 @@ def train(
     n_groups = 2 if rt.overlap and cfg.n_envs >= 2 else 1
     bounds = np.linspace(0, cfg.n_envs, n_groups + 1).astype(int)
     groups = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-    envs = [make_vector_env(game, g.stop - g.start, env_proto, train=True, seed=env_seed + g.start, backend="ale",
+    envs = [make_vector_env(game, g.stop - g.start, env_proto, train=True, seed=env_seed + g.start,
                             threads=max(1, rt.env_threads // n_groups)) for g in groups]
     next_obs = torch.zeros((cfg.n_envs, *OBS_SHAPE), dtype=torch.uint8)
     lives = np.zeros(cfg.n_envs, dtype=np.int64)
     for env, g in zip(envs, groups):
         obs_np, info = env.reset(seed=env_seed + g.start)
         next_obs[g] = torch.from_numpy(obs_np)
-        lives[g] = info["lives"]
+        lives[g] = info.get("lives", 0)
     next_done = torch.zeros(cfg.n_envs)
     game_return = np.zeros(cfg.n_envs)
 
@@ -253,7 +254,7 @@ def train(
         """Execute the game: take the results of the actions a group was sent at ``step``."""
         obs_np, reward, terminated, truncated, info = env.recv()
         ended = terminated | truncated
-        new_lives = np.asarray(info["lives"])
+        new_lives = np.asarray(info.get("lives", lives[g]))  # worlds other than Atari have no lives
         life_lost = (new_lives < lives[g]) & ~ended if proto.episodic_life else np.zeros_like(ended)
         lives[g] = new_lives
         game_return[g] += reward
