@@ -79,7 +79,8 @@ def test_vector_env_same_step_autoreset(backend):
     env.close()
 
 
-@pytest.mark.parametrize("encoder,features", [("nature", 3136), ("impala", 4096), ("ife", 4096)])
+@pytest.mark.parametrize("encoder,features", [("nature", 3136), ("nature-attention", 3136), ("s3ta-ff", 800),
+                                              ("impala", 4096), ("ife", 4096)])
 def test_encoder_shapes(encoder, features):
     enc = make_encoder(encoder)
     out = enc(torch.rand(3, 4, 84, 84))
@@ -87,7 +88,7 @@ def test_encoder_shapes(encoder, features):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("encoder,grid", [("ife", (14, 14)), ("nature-attention", (7, 7))])
+@pytest.mark.parametrize("encoder,grid", [("ife", (14, 14)), ("nature-attention", (7, 7)), ("s3ta-ff", (10, 10))])
 def test_attention_is_a_distribution_over_the_grid(encoder, grid):
     enc = make_encoder(encoder)
     enc(torch.rand(5, 4, 84, 84))
@@ -95,6 +96,24 @@ def test_attention_is_a_distribution_over_the_grid(encoder, grid):
     assert att.shape == (5, *grid)
     assert (att >= 0).all()
     torch.testing.assert_close(att.flatten(1).sum(1), torch.ones(5))
+
+
+def test_s3ta_heads_each_attend_and_answers_carry_where_they_looked():
+    from xrlkit.agents.encoders import spatial_basis
+
+    basis = spatial_basis(10, 10, 8)
+    assert basis.shape == (64, 10, 10)
+    torch.testing.assert_close(basis[0], torch.ones(10, 10))  # u = v = 0: constant
+    assert len({tuple(basis[:, i, j].tolist()) for i in range(10) for j in range(10)}) == 100  # a code per cell
+    enc = make_encoder("s3ta-ff")
+    with torch.no_grad():  # every query picks the basis code of cell (2, 7): all heads look there
+        enc.query[2].weight.zero_()
+        enc.query[2].bias.copy_(torch.cat([torch.zeros(8), 50 * basis[:, 2, 7]]).repeat(4))
+        features = enc(torch.rand(1, 4, 84, 84))
+    assert enc.head_attention.shape == (1, 4, 10, 10)
+    assert enc.attention[0].argmax().item() == 2 * 10 + 7 and enc.attention[0, 2, 7] > 0.9
+    answer_basis = features[0, 64:128]  # head 0's answer: its 64 values, then the basis where it looked
+    torch.testing.assert_close(answer_basis, basis[:, 2, 7], atol=0.1, rtol=0)
 
 
 def test_uniform_attention_gives_the_features_back_at_their_scale():

@@ -204,7 +204,7 @@ def test_overlap_on_and_off_both_train(overlap: bool, tmp_path: Path) -> None:
     assert [int(r["steps"]) for r in rows(tmp_path)] == [96, 192]
 
 
-@pytest.mark.parametrize("encoder", ["nature", "nature-attention", "ife"])
+@pytest.mark.parametrize("encoder", ["nature", "nature-attention", "s3ta-ff", "ife"])
 def test_policy_agents_work_with_every_explainer(encoder: str) -> None:
     """What the PPO trainer makes is explained like any other agent (IFE: its own attention too)."""
     from xrlkit.explainers import EXPLAINERS, make_explainer

@@ -40,10 +40,10 @@ def test_q_heads_on_every_encoder(encoder: str, breakout_states: np.ndarray) -> 
     assert q.shape == (2, 4) and torch.isfinite(q).all()
     if agent.has_attention:
         att = agent.encoder.attention
-        assert att.shape == ((2, 14, 14) if encoder == "ife" else (2, 7, 7))
+        assert att.shape == {"ife": (2, 14, 14), "nature-attention": (2, 7, 7), "s3ta-ff": (2, 10, 10)}[encoder]
         torch.testing.assert_close(att.flatten(1).sum(1), torch.ones(2))
         assert agent.attention(breakout_states[:2]).shape == (2, 84, 84)
-    assert agent.has_attention == (encoder in ("ife", "nature-attention"))
+    assert agent.has_attention == (encoder in ("ife", "nature-attention", "s3ta-ff"))
 
 
 def test_c51_projection_by_hand() -> None:

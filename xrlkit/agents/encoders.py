@@ -1,5 +1,5 @@
 """Image encoders for stacked Atari frames: Nature CNN, the Nature CNN with soft attention,
-IMPALA-CNN and IFE.
+S3TA's multi-head query attention on a feed-forward agent, IMPALA-CNN and IFE.
 
 Every encoder takes ``float [B, C, 84, 84]`` in [0, 1] (``C`` stacked gray frames) and returns
 ``float [B, out_features]``. They are built by name through :func:`make_encoder`.
@@ -202,6 +202,65 @@ class IFE(nn.Module):
         return self.afe(self.hue(x))
 
 
+def spatial_basis(height: int, width: int, size: int = 8) -> torch.Tensor:
+    """S3TA's fixed spatial basis: ``cos(pi u i / H) cos(pi v j / W)`` for ``u, v < size``, as
+    ``[size*size, H, W]`` channels appended to keys and values (where an answer came from)."""
+    u = torch.cos(torch.pi * torch.arange(size)[:, None] * torch.arange(height)[None, :] / height)  # [size, H]
+    v = torch.cos(torch.pi * torch.arange(size)[:, None] * torch.arange(width)[None, :] / width)  # [size, W]
+    return (u[:, None, :, None] * v[None, :, None, :]).reshape(size * size, height, width)
+
+
+class S3TAFeedForward(nn.Module):
+    """The attention read-out of S3TA (Mott et al. 2019, "Towards interpretable reinforcement
+    learning using attention augmented agents") on a feed-forward agent.
+
+    A conv core ``[B, C, 84, 84] -> [B, 64, 10, 10]`` (Nature's first two convolutions, padded,
+    then a 3x3) gives keys ``[B, keys, 10, 10]`` and values ``[B, values, 10, 10]`` (1x1 convs),
+    each with the fixed :func:`spatial_basis` appended. ``heads`` queries attend over the 100
+    cells (softmax of query . key); each head's answer is its attention-weighted sum of the values.
+    The output is the answers and the queries, flattened:
+    ``heads * (values + basis^2) + heads * (keys + basis^2)`` features (800 by default).
+
+    What differs from the paper, and why: S3TA is recurrent. Its vision core is a ConvLSTM and its
+    queries come, top-down, from the previous state of a policy LSTM; xrlkit's agents are
+    feed-forward over 4 stacked frames (the PPO and Rainbow loops carry no recurrent state), so
+    here the frame stack replaces the ConvLSTM and the queries come from the core's
+    global-max-pooled features through an MLP. The sizes are the paper's (4 heads, 8-channel keys,
+    an 8x8 cosine basis); its 120-channel values are 64 here, the core's width.
+
+    After each forward :attr:`attention` holds the mean of the heads' maps ``[B, 10, 10]`` (sums
+    to 1) and :attr:`head_attention` each head's ``[B, heads, 10, 10]``.
+    """
+
+    def __init__(self, in_channels: int = 4, heads: int = 4, keys: int = 8, values: int = 64, basis: int = 8) -> None:
+        super().__init__()
+        self.core = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),  # 84 -> 20
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),  # 20 -> 10
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        )
+        self.to_keys, self.to_values = nn.Conv2d(64, keys, 1), nn.Conv2d(64, values, 1)
+        self.register_buffer("basis", spatial_basis(10, 10, basis), persistent=False)
+        self.heads, self.key_size = heads, keys + basis * basis
+        self.query = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, heads * self.key_size))
+        self.attention: torch.Tensor | None = None
+        self.head_attention: torch.Tensor | None = None
+        self.out_features = heads * (values + basis * basis) + heads * self.key_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.core(x)
+        b, _, h, w = o.shape
+        basis = self.basis.to(o.dtype).expand(b, -1, -1, -1)
+        k = torch.cat([self.to_keys(o), basis], 1).flatten(2)  # [B, key_size, H*W]
+        v = torch.cat([self.to_values(o), basis], 1).flatten(2)  # [B, value_size, H*W]
+        q = self.query(o.amax(dim=(2, 3))).view(b, self.heads, self.key_size)  # [B, heads, key_size]
+        alpha = torch.softmax(torch.bmm(q, k).float(), dim=2)  # [B, heads, H*W]
+        answers = torch.bmm(alpha.to(v.dtype), v.transpose(1, 2))  # [B, heads, value_size]
+        self.head_attention = alpha.view(b, self.heads, h, w)
+        self.attention = self.head_attention.mean(1)
+        return torch.cat([answers.flatten(1), q.flatten(1)], 1)
+
+
 def upsample_attention(attention: torch.Tensor, size: tuple[int, int] = FRAME_SHAPE, mode: str = "nearest") -> torch.Tensor:
     """Upsample attention maps ``[B, h, w]`` (each summing to 1) to ``[B, *size]``, rescaled to
     keep summing to 1. With ``mode="nearest"`` each HUE cell shows exactly its input patch."""
@@ -210,7 +269,8 @@ def upsample_attention(attention: torch.Tensor, size: tuple[int, int] = FRAME_SH
 
 
 ENCODERS: dict[str, type[nn.Module]] = {
-    "nature": NatureCNN, "nature-attention": NatureAttentionCNN, "impala": ImpalaCNN, "ife": IFE,
+    "nature": NatureCNN, "nature-attention": NatureAttentionCNN, "s3ta-ff": S3TAFeedForward, "impala": ImpalaCNN,
+    "ife": IFE,
 }
 
 
