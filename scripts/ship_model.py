@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -85,7 +86,12 @@ def ship_sb3(src: Path, game: str, role: str, command: str, protocol: str, episo
     return {"game": game, "role": role, "file": dst.name, "kind": f"sb3-{algo}", "encoder": meta["encoder"], **extra,
             "steps": meta["steps"],
             "protocol": protocol, "act_mode": act_mode, "command": command, "max_logit_change_fp16": diff, "eval_returns": result.returns, "eval_mean": result.mean,
-            "eval_hns": result.hns, "eval_protocol": f"{episodes} episodes, seed 0, {act_mode}, {protocol} protocol"}
+            "eval_hns": _finite(result.hns), "eval_protocol": f"{episodes} episodes, seed 0, {act_mode}, {protocol} protocol"}
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or None where it is NaN (HNS of a world without a human score): the manifest is JSON."""
+    return x if math.isfinite(x) else None
 
 
 def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, act_mode: str, eval_seed: int) -> dict:
@@ -119,7 +125,7 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
             "origin": origin, **distilled, "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
             "act_mode": act_mode, "command": command, "stored_dtype": packed.meta["stored_dtype"],
             "max_logit_change_fp16": fp16_diff,
-            "eval_returns": result.returns, "eval_mean": result.mean, "eval_hns": result.hns,
+            "eval_returns": result.returns, "eval_mean": result.mean, "eval_hns": _finite(result.hns),
             "eval_protocol": f"{episodes} episodes, seeds from {eval_seed}, {act_mode}, {protocol} protocol"}
 
 
