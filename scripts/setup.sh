@@ -18,6 +18,13 @@ if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4 >/
         echo "note: libtcmalloc-minimal4 not found (Debian/Ubuntu: sudo apt-get install libtcmalloc-minimal4); training will use the system allocator"
     fi
 fi
+# Chromium: tests/test_jupyterlab.py opens the explorer notebook in a real JupyterLab with it
+# (headless); without it that one test skips.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get install -y -qq chromium >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+      || echo "note: could not install chromium; the JupyterLab browser test will skip"
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # Some machines list a folder of local "+cpu" torch wheels via PIP_FIND_LINKS; ignore it.
 export PIP_FIND_LINKS=
