@@ -78,3 +78,13 @@ def test_ppo_trains_on_a_doom_world_and_the_vector_env_has_send_and_recv(tmp_pat
                  progress=False, n_steps=32, batch_size=32, n_epochs=1)
     meta = read_meta(path)
     assert meta["game"] == "VizdoomBasic-v1" and meta["frames"] >= 512 and meta["eval_mean"] is not None
+
+
+def test_doom_trains_on_scaled_not_clipped_rewards():
+    from xrlkit.envs import default_protocol, get_protocol
+
+    assert default_protocol("VizdoomBasic-v1") == "doom" and default_protocol("Pong") == "ifepaper"
+    assert default_protocol("Pong", "sb3-ppo") == "rlzoo"
+    rewards = np.array([-4.0, 97.0, 0.0])
+    np.testing.assert_allclose(get_protocol("doom").learning_reward(rewards), [-0.04, 0.97, 0.0])
+    np.testing.assert_allclose(get_protocol("ifepaper").learning_reward(rewards), [-1.0, 1.0, 0.0])

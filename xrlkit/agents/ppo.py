@@ -49,7 +49,7 @@ from xrlkit.agents.base import ACT_MODES
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.policy import PolicyAgent, PolicyConfig
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
-from xrlkit.envs import action_meanings, get_protocol, make_vector_env
+from xrlkit.envs import action_meanings, default_protocol, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.presets import config_from_preset
@@ -150,7 +150,7 @@ def train(
     encoder: str = "nature",
     preset: str = "atari",
     seed: int = 0,
-    protocol: str = "ifepaper",
+    protocol: str | None = None,
     runtime: Runtime | None = None,
     eval_every_frames: int = 1_000_000,
     eval_episodes: int = 10,
@@ -163,7 +163,8 @@ def train(
 ) -> Path:
     """Train a PPO agent on ``game``; returns ``out_dir/agent.safetensors``.
 
-    ``total_frames`` counts emulator frames (4 per agent step). ``overrides`` replace
+    ``total_frames`` counts emulator frames (4 per agent step); ``protocol`` defaults to
+    :func:`xrlkit.envs.default_protocol` of the game. ``overrides`` replace
     :class:`PPOConfig` fields of ``preset``. Evaluations play ``eval_episodes`` full games on
     seeds ``seed + 10_000 ...`` (never the training seeds) with actions drawn as
     ``eval_act_mode`` says, every ``eval_every_frames`` (0: only at the end). With ``resume``, a
@@ -175,7 +176,7 @@ def train(
     """
     # ---- check everything before any work ----
     game = resolve_game(game)
-    proto = get_protocol(protocol)
+    proto = get_protocol(protocol or default_protocol(game, "ppo"))
     if proto.name == "rlzoo":
         raise ValueError("the xrlkit PPO trainer runs Atari on ale-py's vector env, which cannot reproduce the rlzoo "
                          "protocol (FIRE on reset); use --protocol ifepaper or machado, or --algo sb3-ppo")
@@ -261,7 +262,7 @@ def train(
         for i in np.flatnonzero(ended) + g.start:
             recent.append(float(game_return[i]))
             game_return[i] = 0.0
-        rewards_buf[step, g] = torch.from_numpy(np.sign(reward) if proto.clip_rewards else reward).float()
+        rewards_buf[step, g] = torch.from_numpy(proto.learning_reward(reward)).float()
         next_obs[g] = torch.from_numpy(obs_np)
         next_done[g] = torch.from_numpy((ended | life_lost).astype(np.float32))
 

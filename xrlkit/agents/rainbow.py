@@ -48,7 +48,7 @@ from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.agents.replay import Batch, PrioritizedReplay
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, read_meta, restore_optimizer, save_agent
-from xrlkit.envs import action_meanings, get_protocol, make_vector_env
+from xrlkit.envs import action_meanings, default_protocol, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.presets import config_from_preset
@@ -303,7 +303,7 @@ def train(
     runtime: Runtime | None = None,
     out_dir: str | Path,
     n_envs: int | None = None,
-    protocol: str = "ifepaper",
+    protocol: str | None = None,
     eval_every_frames: int = 250_000,
     eval_episodes: int = 10,
     checkpoint_every_frames: int = 500_000,
@@ -316,7 +316,8 @@ def train(
 ) -> Path:
     """Train a Rainbow agent on ``game``; returns ``out_dir/agent.safetensors``.
 
-    ``encoder`` defaults to the preset's (IMPALA for fastrainbow, Nature for der).
+    ``encoder`` defaults to the preset's (IMPALA for fastrainbow, Nature for der), ``protocol`` to
+    :func:`xrlkit.envs.default_protocol` of the game.
     ``overrides`` replace :class:`RainbowConfig` fields of the preset. ``eval_every_frames
     <= 0`` evaluates only at the end; ``eval_episodes = 0`` never. ``env_backend`` is passed to
     :func:`xrlkit.envs.make_vector_env` (``"auto"`` picks the one that reproduces the protocol).
@@ -328,7 +329,7 @@ def train(
     after a resume without a saved replay, which refills it first).
     """
     game = resolve_game(game)
-    proto = get_protocol(protocol)
+    proto = get_protocol(protocol or default_protocol(game, "rainbow"))
     cfg = make_config(preset, n_envs=n_envs, **overrides)
     encoder = encoder or cfg.default_encoder
     choose("encoder", encoder, ENCODERS)
@@ -434,8 +435,8 @@ def train(
                 actions = learner.act(obs, epsilon)
             next_obs, reward, terminated, truncated, info = env.step(actions)
             ended = terminated | truncated
-            clipped = np.sign(reward) if proto.clip_rewards else reward
-            buffer.add(obs, actions, clipped, terminated, truncated, _final_obs(info, ended, obs))
+            learning_reward = proto.learning_reward(reward)
+            buffer.add(obs, actions, learning_reward, terminated, truncated, _final_obs(info, ended, obs))
             # A game is over when the env really reset (its episode frame counter went back),
             # not at a life loss.
             game_return += reward

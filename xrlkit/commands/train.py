@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (resumed when it holds a checkpoint)")
     p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the preset's)")
     p.add_argument("--protocol", default=None,
-                   help="env protocol (default: ifepaper for ppo and rainbow, rlzoo for the SB3 learners)")
+                   help="env protocol (default: doom for the ViZDoom worlds, else ifepaper for ppo and rainbow, "
+                        "rlzoo for the SB3 learners)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="evaluate every N frames (0: only at the end; default 1M for ppo, 250k for rainbow)")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
@@ -73,14 +74,14 @@ def _run(args: argparse.Namespace) -> int:
         from xrlkit.agents.ppo import train
 
         path = train(args.game, encoder=args.encoder or "nature", preset=args.preset or "atari",
-                     protocol=args.protocol or "ifepaper", runtime=runtime, eval_act_mode=args.eval_act_mode,
+                     protocol=args.protocol, runtime=runtime, eval_act_mode=args.eval_act_mode,
                      n_envs=args.n_envs, **common, **optional, **overrides)
     elif args.algo == "rainbow":
         from xrlkit.agents.rainbow import train as train_rainbow
 
         path = train_rainbow(
             args.game, encoder=args.encoder, preset=args.preset or "fastrainbow", runtime=runtime,
-            n_envs=args.n_envs, protocol=args.protocol or "ifepaper", save_replay=args.save_replay,
+            n_envs=args.n_envs, protocol=args.protocol, save_replay=args.save_replay,
             **common, **optional, **overrides,
         )
     else:
