@@ -274,7 +274,8 @@ def metric_bars(table, *, metrics: Sequence[str] | None = None, title: str | Non
         sub = rows.groupby("explainer", sort=False).agg(
             value=("value", "mean"), **({"low": ("ci_low", "mean"), "high": ("ci_high", "mean")}
                                         if "ci_low" in df else {}))
-        beats = (rows.groupby("explainer", sort=False)["beats_random"].agg(lambda b: bool(b.fillna(True).all()))
+        beats = (rows.groupby("explainer", sort=False)["beats_random"].agg(
+                     lambda b: bool(b.astype("boolean").fillna(True).all()))  # undecided (NaN) counts as beating
                  if "beats_random" in df else pd.Series(True, index=sub.index))
         colours = ["tab:red" if e == "random" else "tab:blue" if beats.get(e, True) else "lightsteelblue"
                    for e in sub.index]
