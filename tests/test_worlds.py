@@ -88,3 +88,21 @@ def test_doom_trains_on_scaled_not_clipped_rewards():
     rewards = np.array([-4.0, 97.0, 0.0])
     np.testing.assert_allclose(get_protocol("doom").learning_reward(rewards), [-0.04, 0.97, 0.0])
     np.testing.assert_allclose(get_protocol("ifepaper").learning_reward(rewards), [-1.0, 1.0, 0.0])
+
+
+def test_mask_rows_draw_masks_over_a_world_screen_at_its_own_size():
+    """A ViZDoom screen is 240x320: each mask is resized to it, not to Atari's 210x160 (which
+    showed only the screen's top-left corner behind the masks)."""
+    from xrlkit import plotting
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 240, 320, 3), dtype=np.uint8)
+    masks = np.random.default_rng(1).random((2, 4, 84, 84)).astype(np.float32)
+    fig = plotting.mask_rows(frames, masks, ("NOOP", "ATTACK", "MOVE_RIGHT", "MOVE_LEFT"), [1, 3])
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 * 5
+    for ax in panels:
+        assert all(im.get_array().shape[:2] == (240, 320) for im in ax.images)
+        assert ax.get_xlim() == (-0.5, 319.5) and ax.get_ylim() == (239.5, -0.5)
+    assert [ax.get_title() for ax in panels if "(chosen)" in ax.get_title()] == ["ATTACK (chosen)", "MOVE_LEFT (chosen)"]
+    with pytest.raises(ValueError, match="do not match"):
+        plotting.mask_rows(frames, masks[:1], ("NOOP", "ATTACK", "MOVE_RIGHT", "MOVE_LEFT"), [1, 3])

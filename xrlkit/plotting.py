@@ -11,7 +11,7 @@ align).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -85,6 +85,17 @@ def saliency_grid(
     fig.tight_layout()
     return fig
 
+def _mask_panel(ax: Axes, img: np.ndarray, mask: np.ndarray | torch.Tensor, title: str, chosen: bool) -> Any:
+    """One action's mask ``[84, 84]`` (values in [0, 1], not rescaled) over the image ``img``."""
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+    im = ax.imshow(resize_map(mask, img.shape[:2]), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
+    ax.set_title(title + (" (chosen)" if chosen else ""), fontsize=8, fontweight="bold" if chosen else None,
+                 color="tab:red" if chosen else "black")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
 def action_masks(
     frame: np.ndarray | torch.Tensor,
     masks: np.ndarray | torch.Tensor,
@@ -112,16 +123,46 @@ def action_masks(
         if a >= k:
             ax.axis("off")
             continue
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
-        im = ax.imshow(resize_map(m[a], img.shape[:2]), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
         label = action_meanings[a] + (f"\np={probs[a]:.2f}" if probs is not None else "")
-        ax.set_title(label + (" (chosen)" if a == chosen else ""), fontsize=8, fontweight="bold" if a == chosen else None)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        im = _mask_panel(ax, img, m[a], label, a == chosen)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="mask value")
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def mask_rows(
+    frames: np.ndarray | torch.Tensor,
+    masks: np.ndarray | torch.Tensor,
+    action_meanings: Sequence[str],
+    chosen: Sequence[int],
+    *,
+    row_labels: Sequence[str] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """One row per state: its screen ``frames[i]`` (any world's ``[H, W, 3]``, or a state), then
+    every action's mask ``masks[i, k] [84, 84]`` (values in [0, 1]) over it, the agent's
+    ``chosen[i]`` marked in red. Panels keep the screen's aspect ratio."""
+    m = _to_numpy(masks)
+    if m.ndim != 4 or m.shape[1] != len(action_meanings) or len(m) != len(frames) or len(chosen) != len(m):
+        raise ValueError(f"masks {m.shape} do not match {len(frames)} frames, {len(chosen)} choices and "
+                         f"{len(action_meanings)} actions")
+    img0 = frame_image(frames[0])
+    panel_h = 1.8 * img0.shape[0] / img0.shape[1]
+    k = len(action_meanings)
+    fig, axes = plt.subplots(len(m), k + 1, figsize=(1.8 * (k + 1) + 0.8, (panel_h + 0.45) * len(m) + 0.4),
+                             squeeze=False, layout="constrained")
+    for row in range(len(m)):
+        img = frame_image(frames[row])
+        label = row_labels[row] if row_labels is not None else f"state {row}"
+        overlay(axes[row, 0], img, title=f"{label}\nagent: {action_meanings[chosen[row]]}")
+        for a in range(k):
+            im = _mask_panel(axes[row, a + 1], img, m[row, a], action_meanings[a], a == chosen[row])
+    fig.colorbar(im, ax=axes, fraction=0.02, label="mask value (1 = kept)")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    return fig
+
 
 def learning_curve(
     frames: Sequence[float], returns: Sequence[float], *, label: str | None = None, ax: Axes | None = None,

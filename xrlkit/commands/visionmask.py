@@ -112,8 +112,8 @@ def _explain(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch.nn.functional as F
 
+    from xrlkit import plotting
     from xrlkit.runlog import check_out_file
     from xrlkit.visionmask import StateDataset, load_visionmask
 
@@ -126,28 +126,9 @@ def _explain(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} has {model.n_actions} masks, the data {data.meta['n_actions']} actions")
     rng = np.random.default_rng(args.seed)
     idx = np.sort(rng.choice(len(data), size=min(args.n, len(data)), replace=False))
-    masks = model.explain(data.states[idx])
-    up = F.interpolate(masks, size=(210, 160), mode="bilinear", align_corners=False).cpu().numpy()
-    k = model.n_actions
-    fig, axes = plt.subplots(
-        len(idx), k + 1, figsize=(1.6 * (k + 1) + 0.6, 2.2 * len(idx) + 0.4), squeeze=False, layout="constrained"
-    )
-    for row, i in enumerate(idx):
-        action = int(data.actions[i])
-        frame = data.frames[i]
-        axes[row, 0].imshow(frame)
-        axes[row, 0].set_title(f"state {i}\nagent: {model.action_meanings[action]}", fontsize=7)
-        for a in range(k):
-            ax = axes[row, a + 1]
-            ax.imshow(frame.mean(axis=2), cmap="gray")
-            overlay = ax.imshow(up[row, a], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            ax.set_title(model.action_meanings[a] + (" (chosen)" if a == action else ""), fontsize=7,
-                         color="red" if a == action else "black")
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.colorbar(overlay, ax=axes, fraction=0.02, label="mask value (1 = kept)")
-    fig.suptitle(f"VisionMask per-action masks ({model.game or 'unknown game'}, {model.backbone})", fontsize=9)
+    fig = plotting.mask_rows(data.frames[idx], model.explain(data.states[idx]).cpu(), model.action_meanings,
+                             [int(data.actions[i]) for i in idx], row_labels=[f"state {i}" for i in idx],
+                             suptitle=f"VisionMask per-action masks ({model.game or 'unknown game'}, {model.backbone})")
     fig.savefig(out, dpi=120)
     plt.close(fig)
     print(f"figure written to {out}")

@@ -1,7 +1,7 @@
 """State datasets for training and evaluating VisionMask.
 
 :func:`collect_states` rolls an agent out (by its ``act_mode``, epsilon-greedy) and stores, per state, the
-stacked frames ``uint8 [4, 84, 84]``, the raw RGB screen ``uint8 [210, 160, 3]``, the agent's
+stacked frames ``uint8 [4, 84, 84]``, the raw RGB screen ``uint8 [H, W, 3]`` (Atari 210x160), the agent's
 logits ``float32 [A]``, its greedy action (``actions``, the argmax of the logits: the action to
 explain) and the action actually taken (``taken``; differs from ``actions`` under epsilon or
 when a policy agent samples its actions).
@@ -56,7 +56,8 @@ from xrlkit.visionmask.model import file_sha256
 SPLITS = ("train", "val", "test")
 FORMAT = "xrlkit-visionmask-states/1"
 SHARD_KEYS = {
-    "states": (np.uint8, (4, 84, 84)), "frames": (np.uint8, (210, 160, 3)), "logits": (np.float32, None),
+    # frames: the world's own RGB screen (Atari 210x160, ViZDoom 240x320, highway-env 150x600)
+    "states": (np.uint8, (4, 84, 84)), "frames": (np.uint8, (None, None, 3)), "logits": (np.float32, None),
     "actions": (np.int64, ()), "taken": (np.int64, ()), "episode": (np.int64, ()), "step": (np.int64, ()),
 }
 
@@ -106,8 +107,11 @@ def load_shard(path: Path, sha256: str | None = None, keys: tuple[str, ...] = tu
     n = len(arrays[keys[0]])
     for k, arr in arrays.items():
         dtype, shape = SHARD_KEYS[k]
-        if arr.dtype != dtype or len(arr) != n or (shape is not None and arr.shape[1:] != shape):
-            raise ValueError(f"dataset shard {path}: array {k!r} has dtype {arr.dtype} shape {arr.shape}")
+        fits = shape is None or (arr.ndim == len(shape) + 1 and all(s in (None, a) for s, a in zip(shape, arr.shape[1:])))
+        if arr.dtype != dtype or len(arr) != n or not fits:
+            want = "any" if shape is None else "[N, " + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+            raise ValueError(f"dataset shard {path}: array {k!r} has dtype {arr.dtype} shape {arr.shape}; "
+                             f"expected {np.dtype(dtype)} {want} with N = {n}")
     return arrays
 
 
@@ -228,7 +232,7 @@ class StateDataset(Dataset):
     """One split of a collected dataset, held in memory.
 
     Item ``i`` is a dict: ``state`` uint8 ``[4, 84, 84]``, ``action`` int64 (the agent's greedy
-    action), ``logits`` float32 ``[A]``, plus ``frame`` uint8 ``[210, 160, 3]`` if
+    action), ``logits`` float32 ``[A]``, plus ``frame`` uint8 ``[H, W, 3]`` (the screen) if
     ``load_frames``. Attributes ``states``, ``actions``, ``logits`` (and ``frames``) hold the
     whole split as numpy arrays. Every shard's SHA-256 is checked; with ``agent`` the actions are
     recomputed and compared too (``ValueError`` on any mismatch).
