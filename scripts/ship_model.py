@@ -115,7 +115,10 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
             fp16_diff = diff
         if diff <= 0.05:
             break
-        print(f"float16 weights change the logits by {diff:.4f} (bound 0.05): storing float32", file=sys.stderr)
+        if dtype == "float16":
+            print(f"float16 weights change the logits by {diff:.4f} (bound 0.05): storing float32", file=sys.stderr)
+    else:
+        raise SystemExit(f"float32 weights change the logits by {diff:.4f}; not shipping")
     protocol = agent_protocol(packed)
     result = evaluate(packed, game, episodes, protocol=protocol, seed=eval_seed, progress=True)
     # a distilled agent carries its teacher, recipe and held-out agreement (xrlkit.agents.distill)
