@@ -18,7 +18,7 @@ from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.agents.rainbow import PRESETS, RainbowLearner, learning_curve, make_config, train
 from xrlkit.agents.replay import Batch, PrioritizedReplay
-from xrlkit.checkpoint import load_agent, read_meta
+from xrlkit.checkpoint import load_agent, load_tensors, read_meta
 from xrlkit.cli import main
 from xrlkit.envs import make_vector_env
 from xrlkit.runtime import resolve_runtime
@@ -161,15 +161,16 @@ def test_train_writes_agent_and_learning_curve(tmp_path: Path) -> None:
     assert len(learning_curve(tmp_path, as_pandas=True)) == 2
 
 
-def test_kill_and_resume_continues_at_same_step(tmp_path: Path) -> None:
-    kwargs = {**TINY, "total_frames": 2400, "checkpoint_every_frames": 800, "save_replay": True}
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    kwargs = {**TINY, "total_frames": 2400, "checkpoint_every_frames": 800, "save_replay": True,
+              "eval_episodes": 1, "eval_every_frames": 800, "eval_max_steps": 30}
+    killed = tmp_path / "killed"
     code = (
-        "import torch; torch.set_num_threads(1)\n"
         "from xrlkit.agents.rainbow import train\n"
-        f"train('Breakout', out_dir={str(tmp_path)!r}, **{kwargs!r})\n"
+        f"train('Breakout', out_dir={str(killed)!r}, **{kwargs!r})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    resume_file = tmp_path / "resume.safetensors"
+    resume_file = killed / "resume.safetensors"
     deadline = time.time() + 120
     while not resume_file.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -178,16 +179,38 @@ def test_kill_and_resume_continues_at_same_step(tmp_path: Path) -> None:
     assert resume_file.exists(), err.decode()[-2000:]
     killed_at = read_meta(resume_file)["counters"]["env_steps"]
     assert 0 < killed_at < 600, "the run finished before it could be killed"
-    assert not (tmp_path / "agent.safetensors").exists()
+    assert not (killed / "agent.safetensors").exists()
 
-    path = train("Breakout", out_dir=tmp_path, **kwargs)
+    path = train("Breakout", out_dir=killed, **kwargs)
     meta = read_meta(path)
     assert meta["resumed_from"] == [killed_at]
     assert meta["steps"] == 600 and meta["frames"] == 2400
+
+    # the same run without interruption: the same weights, updates and learning curve
+    whole = read_meta(train("Breakout", out_dir=tmp_path / "whole", **kwargs))
+    assert whole["updates"] == meta["updates"] > 0
+    a, b = load_agent(path, game="Breakout"), load_agent(tmp_path / "whole" / "agent.safetensors", game="Breakout")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    curve_a, curve_b = learning_curve(killed), learning_curve(tmp_path / "whole")
+    assert curve_a["frames"] == curve_b["frames"] == [800.0, 1600.0, 2400.0]
+    for column in set(curve_a) - {"elapsed_s"}:
+        np.testing.assert_array_equal(curve_a[column], curve_b[column], err_msg=column)
+
     # running again with the same budget resumes at the end and trains no further
-    again = read_meta(train("Breakout", out_dir=tmp_path, **kwargs))
+    again = read_meta(train("Breakout", out_dir=killed, **kwargs))
     assert again["steps"] == 600 and again["updates"] == meta["updates"]
     assert again["resumed_from"] == [killed_at, 600]
+
+
+def test_resume_without_saved_replay_starts_new_episodes(tmp_path: Path) -> None:
+    kwargs = {**TINY, "checkpoint_every_frames": 800}
+    train("Breakout", out_dir=tmp_path, total_frames=1200, **kwargs)
+    first = read_meta(tmp_path / "resume.safetensors")
+    assert "actions" not in load_tensors(tmp_path / "resume.safetensors")[0]
+    meta = read_meta(train("Breakout", out_dir=tmp_path, total_frames=2400, **kwargs))
+    assert meta["resumed_from"] == [first["counters"]["env_steps"]] == [300]
+    assert meta["steps"] == 600 and meta["updates"] > first["learner"]["updates"]
 
 
 def test_bad_inputs(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ppo: how the agent acts in evaluations and is stored (default sample, as RL-Zoo scores)")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="resume checkpoint every N frames (default 200k for ppo, 500k for rainbow)")
-    p.add_argument("--save-replay", action="store_true", help="rainbow: also checkpoint the replay buffer")
+    p.add_argument("--save-replay", action="store_true", help="rainbow: also checkpoint the replay buffer and the actions taken, so that a resumed run matches an uninterrupted one exactly")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
