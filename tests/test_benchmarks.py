@@ -17,7 +17,7 @@ def bench_on_path(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["bench_agents", "bench_explainers", "bench_visionmask", "bench_train",
-                                  "bench_vector_envs", "bench_study"])
+                                  "bench_vector_envs", "bench_study", "bench_engines"])
 def test_benchmark_scripts_import(name):
     assert callable(importlib.import_module(name).main)
 

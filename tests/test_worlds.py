@@ -90,6 +90,41 @@ def test_doom_trains_on_scaled_not_clipped_rewards():
     np.testing.assert_allclose(get_protocol("ifepaper").learning_reward(rewards), [-1.0, 1.0, 0.0])
 
 
+def test_highway_trains_on_its_own_rewards_one_step_a_frame():
+    from xrlkit.envs import default_protocol, get_protocol
+
+    proto = get_protocol(default_protocol("highway-fast-v0"))
+    assert proto.name == "highway" and proto.frame_skip == 1 and not proto.episodic_life
+    rewards = np.array([0.0, 0.35, 0.9])  # a crash, slow, fast in the right lane
+    np.testing.assert_allclose(proto.learning_reward(rewards), rewards)
+
+
+def test_highway_steps_in_subprocesses_the_same_as_in_process():
+    """highway-env's traffic model is pure Python: ``auto`` runs one process per env (every
+    core), and the seeded episodes are the ones the in-process backend plays."""
+    from xrlkit.envs import _AsyncVectorEnv
+
+    envs = {backend: make_vector_env("highway-fast-v0", 2, "highway", train=True, seed=4, backend=backend)
+            for backend in ("auto", "gym")}
+    try:
+        assert isinstance(envs["auto"], _AsyncVectorEnv) and not isinstance(envs["gym"], _AsyncVectorEnv)
+        single = make_vector_env("highway-fast-v0", 1, "highway")
+        assert not isinstance(single, _AsyncVectorEnv)
+        single.close()
+        first = {b: env.reset(seed=4)[0] for b, env in envs.items()}
+        np.testing.assert_array_equal(first["auto"], first["gym"])
+        actions = np.array([[3, 0], [3, 2], [1, 4], [0, 3]])
+        for a in actions:
+            envs["auto"].send(a)
+            stepped = envs["auto"].recv()
+            expected = envs["gym"].step(a)
+            np.testing.assert_array_equal(stepped[0], expected[0])
+            np.testing.assert_allclose(stepped[1], expected[1])
+    finally:
+        for env in envs.values():
+            env.close()
+
+
 def test_mask_rows_draw_masks_over_a_world_screen_at_its_own_size():
     """A ViZDoom screen is 240x320: each mask is resized to it, not to Atari's 210x160 (which
     showed only the screen's top-left corner behind the masks)."""

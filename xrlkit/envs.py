@@ -36,7 +36,7 @@ from stable_baselines3.common.atari_wrappers import AtariWrapper, ClipRewardEnv,
 from xrlkit.games import is_atari, resolve_game
 from xrlkit.registry import choose
 from xrlkit.shapes import FRAME_STACK, OBS_SHAPE, SCREEN_SIZE
-from xrlkit.worlds import make_world_env, world_action_meanings, world_frame
+from xrlkit.worlds import SUBPROCESS_WORLDS, make_world_env, world_action_meanings, world_frame
 
 gym.register_envs(ale_py)
 
@@ -69,14 +69,23 @@ PROTOCOLS: dict[str, Protocol] = {
     # step (PPO on VizdoomBasic-v1 did not learn in 200k steps that way); scaled instead.
     "doom": Protocol("doom", repeat_action_probability=0.0, noop_max=0, episodic_life=False, clip_rewards=False,
                      reward_scale=0.01),
+    # highway-env: its reward is already in [0, 1] a step (speed and right lane, 0 at a crash);
+    # sign-clipping would pay every step the same and drop the incentive to drive fast. One
+    # decision a simulated second, so a "frame" here is a step.
+    "highway": Protocol("highway", repeat_action_probability=0.0, noop_max=0, episodic_life=False,
+                        clip_rewards=False, frame_skip=1),
 }
 
 
 def default_protocol(game: str, algo: str = "ppo") -> str:
     """The protocol ``algo`` trains ``game`` under unless told: ``doom`` for the ViZDoom worlds,
-    ``rlzoo`` for the Stable-Baselines3 learners (``sb3-*``, ``dqn``, ...), else ``ifepaper``."""
-    if resolve_game(game).startswith("Vizdoom"):
+    ``highway`` for highway-env, ``rlzoo`` for the Stable-Baselines3 learners (``sb3-*``,
+    ``dqn``, ...), else ``ifepaper``."""
+    name = resolve_game(game)
+    if name.startswith("Vizdoom"):
         return "doom"
+    if name.startswith("highway"):
+        return "highway"
     return "ifepaper" if algo in ("ppo", "rainbow") else "rlzoo"
 
 
@@ -151,7 +160,7 @@ def make_vector_env(
 ) -> gym.vector.VectorEnv:
     """``n_envs`` envs stepping together; observations ``uint8 [n_envs, 4, 84, 84]``.
 
-    Autoreset mode is ``SAME_STEP`` for both backends: the observation returned with
+    Autoreset mode is ``SAME_STEP`` for every backend: the observation returned with
     ``terminated | truncated`` is already the next episode's first one, and the last one of
     the ended episode is in ``info["final_obs"]``.
 
@@ -167,17 +176,21 @@ def make_vector_env(
       wrappers) has no ale-py equivalent.
 
     The two backends pad the first stack of an episode differently (ale: zeros; gym: the first
-    frame repeated). ``threads`` sets the ale backend's worker threads (0: one per core). Both
-    offer ale-py's ``send(actions)`` / ``recv()`` as well as ``step``.
+    frame repeated). ``threads`` sets the ale backend's worker threads (0: one per core).
+    ``backend="async"`` steps :func:`make_env` copies in one process each (gymnasium's
+    ``AsyncVectorEnv``); ``auto`` picks it for the worlds of
+    :data:`xrlkit.worlds.SUBPROCESS_WORLDS` and ``gym`` for the other worlds. Every backend
+    offers ale-py's ``send(actions)`` / ``recv()`` as well as ``step``.
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     proto = get_protocol(protocol)
     name = resolve_game(game)
-    if not is_atari(name):  # other worlds: in-process copies only
+    if not is_atari(name):  # other worlds: in-process copies, or one process each where slow
         if backend == "ale":
             raise ValueError(f"{name} is not an Atari game; the ale backend runs Atari only (use backend='gym')")
-        backend = "gym"
+        if backend == "auto":
+            backend = "async" if name in SUBPROCESS_WORLDS and n_envs > 1 else "gym"
     if backend == "auto":
         backend = "gym" if proto.name == "rlzoo" or (train and proto.episodic_life) else "ale"
     elif backend == "ale" and (proto.name == "rlzoo" or (train and proto.episodic_life)):
@@ -202,8 +215,13 @@ def make_vector_env(
             [lambda: make_env(name, proto, train=train) for _ in range(n_envs)],
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
+    elif backend == "async":
+        env = _AsyncVectorEnv(
+            [lambda: make_env(name, proto, train=train) for _ in range(n_envs)],
+            autoreset_mode=AutoresetMode.SAME_STEP,
+        )
     else:
-        choose("backend", backend, ("ale", "gym"))
+        choose("backend", backend, ("ale", "gym", "async"))
     env.reset(seed=seed)
     env.action_space.seed(seed)
     return env
@@ -223,6 +241,17 @@ class _SyncVectorEnv(gym.vector.SyncVectorEnv):
             raise RuntimeError("recv() before send()")
         actions, self._actions = self._actions, None
         return self.step(actions)
+
+
+class _AsyncVectorEnv(gym.vector.AsyncVectorEnv):
+    """gymnasium's vector env with one process per env, with ale-py's ``send`` / ``recv`` pair:
+    the envs step on every core while the policy picks another group's actions."""
+
+    def send(self, actions: Any) -> None:
+        self.step_async(actions)
+
+    def recv(self) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        return self.step_wait()
 
 
 class _ScoreTally(gym.Wrapper):

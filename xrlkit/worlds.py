@@ -35,6 +35,10 @@ from xrlkit.games import WORLDS, resolve_game
 from xrlkit.shapes import FRAME_STACK, SCREEN_SIZE
 
 DOOM_FRAME_SKIP = 4
+#: worlds whose pure-Python simulation is the bottleneck (highway-env: its traffic model's
+#: neighbour search, not its rendering, takes most of a step): :func:`xrlkit.envs.make_vector_env`
+#: steps them in one process per env, so they use every core
+SUBPROCESS_WORLDS = frozenset({"highway-fast-v0"})
 
 
 def _highway(render_mode: str | None) -> gym.Env:

@@ -13,18 +13,18 @@ ALGOS = ("ppo", "rainbow", "sb3-ppo", "recurrentppo")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an agent on an Atari game")
+    p = sub.add_parser("train", help="train an agent on an Atari game or another world")
     p.add_argument("--algo", choices=ALGOS, default="ppo", help="learner (default ppo: xrlkit's CPU-tuned loop)")
-    p.add_argument("--game", required=True, help="Atari game, e.g. Breakout")
+    p.add_argument("--game", required=True, help="Atari game (e.g. Breakout) or another world (e.g. VizdoomBasic-v1, highway-fast-v0)")
     p.add_argument("--encoder", choices=sorted(ENCODERS), default=None,
                    help="image encoder (default: nature; impala for rainbow's fastrainbow preset)")
     p.add_argument("--preset", default=None, help="hyperparameter preset (ppo: atari or cleanrl; rainbow: fastrainbow or der)")
-    p.add_argument("--frames", type=int, required=True, help="training budget in emulator frames (4 per agent step)")
+    p.add_argument("--frames", type=int, required=True, help="training budget in frames (Atari and ViZDoom: 4 per agent step; highway-env: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory (resumed when it holds a checkpoint)")
     p.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the preset's)")
     p.add_argument("--protocol", default=None,
-                   help="env protocol (default: doom for the ViZDoom worlds, else ifepaper for ppo and rainbow, "
+                   help="env protocol (default: doom for the ViZDoom worlds, highway for highway-env, else ifepaper for ppo and rainbow, "
                         "rlzoo for the SB3 learners)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="evaluate every N frames (0: only at the end; default 1M for ppo, 250k for rainbow)")
