@@ -11,7 +11,8 @@ the paper's agents saw of the Atari games, and enough to show the car ahead or a
 ``highway-fast-v0``            highway-env (pure Python): the ego car on a multi-lane road;
                                actions LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER; the
                                observation is highway-env's own ego-centred gray render,
-                               stacked by highway-env. Rendering-bound: ~20 steps/s here.
+                               stacked by highway-env. ~20 steps/s here, bound by its
+                               pure-Python traffic model (see SUBPROCESS_WORLDS).
 ``VizdoomBasic-v1``,           ViZDoom 1.3 scenarios through its gymnasium wrapper: the screen
 ``VizdoomDefendCenter-v1``,    (240x320 RGB) to gray, resized, every 4th frame (frame skip 4,
 ``VizdoomHealthGathering-v1``  the reward summed), 4 stacked. Actions are the wrapper's discrete
