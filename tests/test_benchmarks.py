@@ -89,4 +89,5 @@ def test_expected_duration_reads_the_closest_measured_row(tmp_path: Path) -> Non
     assert "about 10 min" in line and "500 steps/s" in line and "Test CPU" in line
     assert "no measurement for ppo/ife in fp32" in expected_duration("ppo", "ife", 1000, rt, bench)
     assert "no measurement" in expected_duration("ppo", "nature", 1000, rt, tmp_path / "absent.json")
+    assert "Atari games only" in expected_duration("ppo", "nature", 1000, rt, bench, atari=False)
     assert "steps/s the training benchmark measured" in expected_duration("ppo", "nature", 1000, rt, TRAIN_BENCHMARK)

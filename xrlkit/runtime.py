@@ -181,11 +181,15 @@ def measured_rate(algo: str, encoder: str, rt: Runtime,
 
 
 def expected_duration(algo: str, encoder: str, agent_steps: int, rt: Runtime,
-                      benchmark: str | Path = TRAIN_BENCHMARK) -> str:
+                      benchmark: str | Path = TRAIN_BENCHMARK, *, atari: bool = True) -> str:
     """One line saying how long ``agent_steps`` of xrlkit's ``algo`` trainer with ``encoder``
     should take, at the :func:`measured_rate` closest to ``rt``, naming the machine it was
-    measured on. Says so when no such measurement exists; never guesses."""
+    measured on. Says so when no such measurement exists (the benchmark times Atari games, so
+    ``atari=False``, another world, has none); never guesses."""
     what = f"{algo}/{encoder} in {rt.precision}"
+    if not atari:
+        return (f"expected time: the training benchmark ({Path(benchmark).name}) measured Atari games only, "
+                "and other worlds step at their own speed; the progress bar shows this machine's rate")
     found = measured_rate(algo, encoder, rt, benchmark)
     if found is None:
         return (f"expected time: the training benchmark ({Path(benchmark).name}) has no measurement for {what}; "

@@ -51,7 +51,7 @@ from xrlkit.agents.policy import PolicyAgent, PolicyConfig
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
 from xrlkit.envs import action_meanings, default_protocol, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
-from xrlkit.games import resolve_game
+from xrlkit.games import is_atari, resolve_game
 from xrlkit.presets import config_from_preset
 from xrlkit.registry import choose
 from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run
@@ -283,7 +283,8 @@ def train(
         return {"eval_mean": res.mean, "eval_hns": res.hns, "eval_episodes": len(res.returns)}
 
     print(rt.describe(), file=sys.stderr)
-    print(expected_duration("ppo", encoder, max(0, n_iterations * batch - counters["steps"]), rt), file=sys.stderr)
+    print(expected_duration("ppo", encoder, max(0, n_iterations * batch - counters["steps"]), rt, atari=is_atari(game)),
+          file=sys.stderr)
     bar = tqdm(total=n_iterations * batch, initial=min(counters["steps"], n_iterations * batch), unit="step",
                desc=f"ppo {encoder} {game}", disable=not progress, dynamic_ncols=True)
     t_start = time.perf_counter()

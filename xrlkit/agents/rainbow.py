@@ -50,7 +50,7 @@ from xrlkit.agents.replay import Batch, PrioritizedReplay
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, read_meta, restore_optimizer, save_agent
 from xrlkit.envs import action_meanings, default_protocol, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
-from xrlkit.games import resolve_game
+from xrlkit.games import is_atari, resolve_game
 from xrlkit.presets import config_from_preset
 from xrlkit.registry import choose
 from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, read_curve
@@ -445,7 +445,8 @@ def train(
     # (a full ring always holds a few unsampleable transitions, hence the cap at half of it)
     learn_start = max(1, min(cfg.learning_starts_frames // skip, buffer.capacity // 2))
     print(rt.describe(), file=sys.stderr)
-    print(expected_duration("rainbow", encoder, max(0, total_frames // skip - counters["env_steps"]), rt), file=sys.stderr)
+    print(expected_duration("rainbow", encoder, max(0, total_frames // skip - counters["env_steps"]), rt,
+                            atari=is_atari(game)), file=sys.stderr)
     t0 = time.perf_counter()
     bar = tqdm(total=total_frames // skip, initial=counters["env_steps"], unit="step",
                desc=f"rainbow {game}", disable=not progress, dynamic_ncols=True)
