@@ -1,4 +1,5 @@
-"""Worlds beyond Atari behind the Atari observation contract: highway-env and ViZDoom by name."""
+"""Worlds beyond Atari behind the Atari observation contract: highway-env, Super Mario Bros and
+ViZDoom by name."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from xrlkit.games import WORLDS, human_normalized_score, is_atari, resolve_game
 
 pytest.importorskip("highway_env")
 pytest.importorskip("vizdoom")
+pytest.importorskip("gym_super_mario_bros")
 
 
 @pytest.mark.parametrize("name, meanings, screen", [
     ("highway-fast-v0", ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER"), (150, 600, 3)),
+    ("SuperMarioBros-1-1-v0", ("NOOP", "RIGHT", "RIGHT+A", "RIGHT+B", "RIGHT+A+B", "A", "LEFT"), (240, 256, 3)),
     ("VizdoomBasic-v1", ("NOOP", "ATTACK", "MOVE_RIGHT", "MOVE_LEFT"), (240, 320, 3)),
     ("VizdoomHealthGathering-v1", ("NOOP", "MOVE_FORWARD", "TURN_RIGHT", "TURN_LEFT"), (240, 320, 3)),
 ])
@@ -88,6 +91,31 @@ def test_doom_trains_on_scaled_not_clipped_rewards():
     rewards = np.array([-4.0, 97.0, 0.0])
     np.testing.assert_allclose(get_protocol("doom").learning_reward(rewards), [-0.04, 0.97, 0.0])
     np.testing.assert_allclose(get_protocol("ifepaper").learning_reward(rewards), [-1.0, 1.0, 0.0])
+
+
+def test_mario_runs_under_numpy_2_and_rewards_progress():
+    """nes-py 8.2 was written for numpy 1; its ROM header and RAM reads overflowed ``uint8``
+    under numpy 2 (``OverflowError`` at the first reset). Holding RIGHT+B moves Mario right and
+    earns reward; the game ends at his death or the flag, and runs are repeatable."""
+    from xrlkit.envs import default_protocol, get_protocol
+
+    assert default_protocol("SuperMarioBros-1-1-v0") == "mario"
+    returns, distances = [], []
+    for _ in range(2):
+        env = make_env("SuperMarioBros-1-1-v0", seed=0)
+        env.reset(seed=0)
+        total, info = 0.0, {}
+        for _ in range(60):
+            _, reward, terminated, truncated, info = env.step(3)  # RIGHT+B
+            total += reward
+            assert not truncated
+            if terminated:
+                break
+        returns.append(total)
+        distances.append(info["x_pos"])
+        env.close()
+    assert returns[0] == returns[1] > 0 and distances[0] == distances[1] > 100, (returns, distances)
+    np.testing.assert_allclose(get_protocol("mario").learning_reward(np.array([15.0, -15.0])), [1.0, -1.0])
 
 
 def test_highway_trains_on_its_own_rewards_one_step_a_frame():

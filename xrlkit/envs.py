@@ -72,6 +72,10 @@ PROTOCOLS: dict[str, Protocol] = {
     # highway-env: its reward is already in [0, 1] a step (speed and right lane, 0 at a crash);
     # sign-clipping would pay every step the same and drop the incentive to drive fast. One
     # decision a simulated second, so a "frame" here is a step.
+    # Super Mario Bros: its reward (progress to the right, a time penalty, -15 at death; each
+    # frame's clipped to [-15, 15], summed over 4) keeps its sign and size, scaled to about [-1, 1]
+    "mario": Protocol("mario", repeat_action_probability=0.0, noop_max=0, episodic_life=False, clip_rewards=False,
+                      reward_scale=1 / 15),
     "highway": Protocol("highway", repeat_action_probability=0.0, noop_max=0, episodic_life=False,
                         clip_rewards=False, frame_skip=1),
 }
@@ -79,13 +83,15 @@ PROTOCOLS: dict[str, Protocol] = {
 
 def default_protocol(game: str, algo: str = "ppo") -> str:
     """The protocol ``algo`` trains ``game`` under unless told: ``doom`` for the ViZDoom worlds,
-    ``highway`` for highway-env, ``rlzoo`` for the Stable-Baselines3 learners (``sb3-*``,
+    ``highway`` for highway-env, ``mario`` for Super Mario Bros, ``rlzoo`` for the Stable-Baselines3 learners (``sb3-*``,
     ``dqn``, ...), else ``ifepaper``."""
     name = resolve_game(game)
     if name.startswith("Vizdoom"):
         return "doom"
     if name.startswith("highway"):
         return "highway"
+    if name.startswith("SuperMario"):
+        return "mario"
     return "ifepaper" if algo in ("ppo", "rainbow") else "rlzoo"
 
 

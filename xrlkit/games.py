@@ -86,7 +86,8 @@ ATARI_100K: tuple[str, ...] = (
 )
 
 #: the VisionMask paper's worlds beyond Atari that xrlkit builds (:mod:`xrlkit.worlds`)
-WORLDS: tuple[str, ...] = ("highway-fast-v0", "VizdoomBasic-v1", "VizdoomDefendCenter-v1", "VizdoomHealthGathering-v1")
+WORLDS: tuple[str, ...] = ("highway-fast-v0", "SuperMarioBros-1-1-v0", "VizdoomBasic-v1", "VizdoomDefendCenter-v1",
+                           "VizdoomHealthGathering-v1")
 
 _BY_KEY = {name.lower().replace("_", ""): name for name in ATARI_57}
 _WORLD_BY_KEY = {name.lower(): name for name in WORLDS}

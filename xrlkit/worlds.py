@@ -13,20 +13,31 @@ the paper's agents saw of the Atari games, and enough to show the car ahead or a
                                observation is highway-env's own ego-centred gray render,
                                stacked by highway-env. ~20 steps/s here, bound by its
                                pure-Python traffic model (see SUBPROCESS_WORLDS).
+``SuperMarioBros-1-1-v0``      gym-super-mario-bros 7.4 on nes-py 8.2 (old ``gym`` API, bridged
+                               here): world 1-1 until Mario dies or reaches the flag; the
+                               screen (240x256 RGB) to gray, resized, every 4th frame (the reward
+                               summed), 4 stacked; the seven actions of ``SIMPLE_MOVEMENT``.
+                               ~500 steps/s with numpy < 2 (measured); the numpy 2 fixes below.
 ``VizdoomBasic-v1``,           ViZDoom 1.3 scenarios through its gymnasium wrapper: the screen
 ``VizdoomDefendCenter-v1``,    (240x320 RGB) to gray, resized, every 4th frame (frame skip 4,
 ``VizdoomHealthGathering-v1``  the reward summed), 4 stacked. Actions are the wrapper's discrete
                                button combinations, named by their buttons ("NOOP" for none).
 =============================  ============================================================
 
-Super Mario Bros is not here yet: on Python 3.11 only gym-super-mario-bros 7.4 with nes-py 8.2
-installs, on the old ``gym`` API, and nes-py's ROM parsing fails under numpy 2.
+On Python 3.11 only gym-super-mario-bros 7.4 with nes-py 8.2 installs (nes-py 9, on gymnasium,
+needs Python 3.13), written for numpy 1: under numpy 2 (NEP 50) ``uint8`` bytes of the ROM header
+and of the RAM times a Python int too large for ``uint8`` raise ``OverflowError`` (``16 * 2**10``,
+``x_page * 0x100``). :func:`_fix_nes_py_for_numpy2` makes those reads Python ints, which is what
+numpy 1's value-based casting computed; :class:`_OldGymToGymnasium` bridges the old API (shimmy's
+bridge needs gym's own ``np.bool8``-era checks; nes-py's env needs none of them).
 Worlds have no human reference score, so their HNS is NaN (:func:`xrlkit.games.human_normalized_score`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import io
+from typing import Any, Callable
 
 import cv2
 import gymnasium as gym
@@ -36,6 +47,10 @@ from xrlkit.games import WORLDS, resolve_game
 from xrlkit.shapes import FRAME_STACK, SCREEN_SIZE
 
 DOOM_FRAME_SKIP = 4
+MARIO_FRAME_SKIP = 4
+#: agent steps before a Mario episode is truncated: 4,000 x 4 frames is longer than the game's
+#: own 400-tick timer (~9,600 frames), which kills a Mario who never reaches the flag
+MARIO_MAX_STEPS = 4_000
 #: worlds whose pure-Python simulation is the bottleneck (highway-env: its traffic model's
 #: neighbour search, not its rendering, takes most of a step): :func:`xrlkit.envs.make_vector_env`
 #: steps them in one process per env, so they use every core
@@ -52,19 +67,22 @@ def _highway(render_mode: str | None) -> gym.Env:
     })
 
 
-class _DoomFrames(gym.Wrapper):
-    """ViZDoom's ``{"screen": uint8 [240, 320, 3], ...}`` -> ``uint8 [4, 84, 84]``: gray,
-    area-resized, the last four kept (the stack starts as four copies of the first frame)."""
+class _GrayFrames(gym.Wrapper):
+    """A world's RGB screen -> ``uint8 [4, 84, 84]``: gray, area-resized, the last four kept
+    (the stack starts as four copies of the first frame). ``screen(obs)`` picks the screen out
+    of the world's observation; a step whose observation has none keeps the last frame."""
 
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, screen: Callable[[Any], np.ndarray | None]) -> None:
         super().__init__(env)
         self.observation_space = gym.spaces.Box(0, 255, (FRAME_STACK, SCREEN_SIZE, SCREEN_SIZE), np.uint8)
         self._frames = np.zeros(self.observation_space.shape, np.uint8)
+        self._screen = screen
 
-    @staticmethod
-    def _gray(obs: dict[str, Any]) -> np.ndarray:
-        gray = cv2.cvtColor(obs["screen"], cv2.COLOR_RGB2GRAY)
-        return cv2.resize(gray, (SCREEN_SIZE, SCREEN_SIZE), interpolation=cv2.INTER_AREA)
+    def _gray(self, obs: Any) -> np.ndarray | None:
+        rgb = self._screen(obs)
+        if rgb is None:
+            return None
+        return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (SCREEN_SIZE, SCREEN_SIZE), interpolation=cv2.INTER_AREA)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
@@ -74,15 +92,90 @@ class _DoomFrames(gym.Wrapper):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._frames[:-1] = self._frames[1:]
-        if "screen" in obs:  # the wrapper sends an empty screen on the terminal step: keep the last
-            self._frames[-1] = self._gray(obs)
+        gray = self._gray(obs)
+        if gray is not None:
+            self._frames[-1] = gray
         return self._frames.copy(), float(reward), terminated, truncated, info
 
 
 def _doom(name: str, render_mode: str | None) -> gym.Env:
     from vizdoom import gymnasium_wrapper  # noqa: F401  (registers the Vizdoom* ids)
 
-    return _DoomFrames(gym.make(name, render_mode="rgb_array", frame_skip=DOOM_FRAME_SKIP))
+    # the wrapper sends an empty observation on the terminal step: the last frame is kept
+    return _GrayFrames(gym.make(name, render_mode="rgb_array", frame_skip=DOOM_FRAME_SKIP), lambda obs: obs.get("screen"))
+
+
+class _IntRAM(np.ndarray):
+    """nes-py's live view of the NES RAM whose single-byte reads are Python ints (see the
+    module docstring); slices and writes behave as before."""
+
+    def __getitem__(self, key: Any) -> Any:
+        value = super().__getitem__(key)
+        return int(value) if np.ndim(value) == 0 else value
+
+
+def _fix_nes_py_for_numpy2() -> None:
+    """Make nes-py's ROM header and RAM reads Python ints (idempotent)."""
+    from nes_py import _rom, nes_env
+
+    if getattr(nes_env.NESEnv, "_xrlkit_fixed", False):
+        return
+    _rom.ROM.header = property(lambda self: self.raw_data[:16].astype(np.int64))
+    ram_buffer = nes_env.NESEnv._ram_buffer
+    nes_env.NESEnv._ram_buffer = lambda self: ram_buffer(self).view(_IntRAM)
+    nes_env.NESEnv._xrlkit_fixed = True
+
+
+class _OldGymToGymnasium(gym.Env):
+    """An old-``gym`` env (``reset() -> obs``, ``step() -> obs, reward, done, info``) as a
+    gymnasium env, with ``frame_skip`` frames a step (rewards summed, the last screen kept) and
+    episodes truncated after ``max_steps`` steps. Truncation is the only time limit: the old env
+    ends an episode itself (``done``) only for real (Mario died or reached the flag)."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, env: Any, frame_skip: int, max_steps: int) -> None:
+        self.env, self.frame_skip, self.max_steps = env, frame_skip, max_steps
+        self.observation_space = gym.spaces.Box(0, 255, env.observation_space.shape, np.uint8)
+        self.action_space = gym.spaces.Discrete(env.action_space.n)
+        self.render_mode = "rgb_array"
+        self._steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._steps = 0
+        return np.asarray(self.env.reset()).copy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        total, done = 0.0, False
+        for _ in range(self.frame_skip):
+            obs, reward, done, info = self.env.step(int(action))
+            total += float(reward)
+            if done:
+                break
+        self._steps += 1
+        return np.asarray(obs).copy(), total, bool(done), not done and self._steps >= self.max_steps, dict(info)
+
+    def render(self) -> np.ndarray:
+        return np.asarray(self.env.screen).copy()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _mario(name: str) -> gym.Env:
+    # nes-py imports the old gym, which prints a notice to move to gymnasium on import: xrlkit
+    # has (see _OldGymToGymnasium), so the notice would only mislead
+    with contextlib.redirect_stderr(io.StringIO()):
+        import gym  # noqa: F401
+    _fix_nes_py_for_numpy2()
+    from gym_super_mario_bros.actions import SIMPLE_MOVEMENT
+    from gym_super_mario_bros.smb_env import SuperMarioBrosEnv
+    from nes_py.wrappers import JoypadSpace
+
+    world, stage = (int(x) for x in name.split("-")[1:3])
+    env = JoypadSpace(SuperMarioBrosEnv(rom_mode="vanilla", target=(world, stage)), SIMPLE_MOVEMENT)
+    return _GrayFrames(_OldGymToGymnasium(env, MARIO_FRAME_SKIP, MARIO_MAX_STEPS), lambda obs: obs)
 
 
 def make_world_env(name: str, *, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
@@ -93,9 +186,15 @@ def make_world_env(name: str, *, seed: int | None = None, render_mode: str | Non
     if name not in WORLDS:
         raise ValueError(f"{name} is an Atari game, not another world; use xrlkit.envs.make_env")
     try:
-        env = _highway(render_mode) if name.startswith("highway") else _doom(name, render_mode)
+        if name.startswith("highway"):
+            env = _highway(render_mode)
+        elif name.startswith("SuperMario"):
+            env = _mario(name)
+        else:
+            env = _doom(name, render_mode)
     except ImportError as err:
-        package = "highway-env" if name.startswith("highway") else "vizdoom"
+        package = ("highway-env" if name.startswith("highway") else
+                   "gym-super-mario-bros" if name.startswith("SuperMario") else "vizdoom")
         raise ImportError(f"{name} needs {package}: pip install 'xrlkit[worlds]' (the README's set-up installs it)") from err
     if seed is not None:
         env.reset(seed=seed)
@@ -108,6 +207,8 @@ def world_action_meanings(env: gym.Env) -> tuple[str, ...]:
     base = env.unwrapped
     if hasattr(base, "action_type"):  # highway-env
         return tuple(base.action_type.actions[i] for i in range(base.action_space.n))
+    if isinstance(base, _OldGymToGymnasium):  # Super Mario Bros: nes-py's joypad combinations
+        return tuple(meaning.upper().replace(" ", "+") for meaning in base.env.get_action_meanings())
     buttons = [b.name for b in base.game.get_available_buttons()]
     names = []
     for combo in base.button_map:  # the wrapper's discrete action i presses button_map[i]
@@ -117,5 +218,6 @@ def world_action_meanings(env: gym.Env) -> tuple[str, ...]:
 
 
 def world_frame(env: gym.Env) -> np.ndarray:
-    """The world's current RGB screen ``uint8 [H, W, 3]`` (highway 150x600, ViZDoom 240x320)."""
+    """The world's current RGB screen ``uint8 [H, W, 3]`` (highway 150x600, Mario 240x256,
+    ViZDoom 240x320)."""
     return np.asarray(env.unwrapped.render(), dtype=np.uint8)
