@@ -169,3 +169,14 @@ def test_mask_rows_draw_masks_over_a_world_screen_at_its_own_size():
     assert [ax.get_title() for ax in panels if "(chosen)" in ax.get_title()] == ["ATTACK (chosen)", "MOVE_LEFT (chosen)"]
     with pytest.raises(ValueError, match="do not match"):
         plotting.mask_rows(frames, masks[:1], ("NOOP", "ATTACK", "MOVE_RIGHT", "MOVE_LEFT"), [1, 3])
+
+
+def test_the_old_gym_that_mario_needs_prints_no_notice():
+    """Stable-Baselines3 imports the old gym whenever it is installed, and gym 0.26 prints a
+    'move to gymnasium' notice on import: xrlkit imports it quietly, so no command prints it."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("gym")
+    done = subprocess.run([sys.executable, "-c", "import xrlkit.envs, gym"], capture_output=True, text=True)
+    assert done.returncode == 0 and "unmaintained" not in done.stderr, done.stderr

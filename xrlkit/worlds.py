@@ -35,8 +35,6 @@ Worlds have no human reference score, so their HNS is NaN (:func:`xrlkit.games.h
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Any, Callable
 
 import cv2
@@ -164,11 +162,7 @@ class _OldGymToGymnasium(gym.Env):
 
 
 def _mario(name: str) -> gym.Env:
-    # nes-py imports the old gym, which prints a notice to move to gymnasium on import: xrlkit
-    # has (see _OldGymToGymnasium), so the notice would only mislead
-    with contextlib.redirect_stderr(io.StringIO()):
-        import gym  # noqa: F401
-    _fix_nes_py_for_numpy2()
+    _fix_nes_py_for_numpy2()  # (the old gym nes-py imports was imported quietly by xrlkit/__init__)
     from gym_super_mario_bros.actions import SIMPLE_MOVEMENT
     from gym_super_mario_bros.smb_env import SuperMarioBrosEnv
     from nes_py.wrappers import JoypadSpace
