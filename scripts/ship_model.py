@@ -38,7 +38,7 @@ import torch
 from xrlkit.checkpoint import load_tensors, save_tensors
 from xrlkit.defaults import MODELS_DIR, ROLES, shipped
 from xrlkit.evaluation import evaluate
-from xrlkit.games import resolve_game
+from xrlkit.games import is_atari, resolve_game
 
 
 def _staging() -> Path:
@@ -95,6 +95,7 @@ def _finite(x: float) -> float | None:
 
 
 def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, act_mode: str, eval_seed: int) -> dict:
+    from xrlkit.agents.base import RandomAgent
     from xrlkit.agents.load import agent_protocol
     from xrlkit.checkpoint import load_agent, save_agent
 
@@ -124,6 +125,12 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
     # a distilled agent carries its teacher, recipe and held-out agreement (xrlkit.agents.distill)
     distilled = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained")
                  if k in meta}
+    if not is_atari(game):  # no human reference: random play on the same seeds is the yardstick
+        rand = evaluate(RandomAgent(packed.n_actions, packed.action_meanings, seed=eval_seed), game, episodes,
+                        protocol=protocol, seed=eval_seed)
+        distilled.update(random_eval_mean=rand.mean, random_eval_returns=rand.returns)
+        if result.stats:
+            distilled.update(eval_stats=result.stat_means(), random_eval_stats=rand.stat_means())
     return {"game": game, "role": role, "file": dst.name, "kind": f"xrlkit-{algo}", "algo": algo, "encoder": encoder,
             "origin": origin, **distilled, "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
             "act_mode": act_mode, "command": command, "stored_dtype": packed.meta["stored_dtype"],

@@ -46,3 +46,30 @@ def test_a_failed_evaluation_leaves_the_shipped_model_and_manifest_as_they_were(
     (entry,) = json.loads((models / "manifest.json").read_text())
     assert entry["file"] == shipped.name and entry["eval_mean"] == 5.0 and entry["seed"] == 3
     assert not (models / ".staging").exists()
+
+
+def test_a_world_agent_ships_with_random_play_and_its_episode_stats(ship_model, tmp_path, monkeypatch):
+    """Worlds have no human score: the entry carries random play on the same seeds, and the
+    world's episode statistics (highway: crashes and speed) for both."""
+    from xrlkit.agents.qnet import QAgent, QNetConfig
+    from xrlkit.envs import action_meanings
+
+    (ship_model.MODELS_DIR / "manifest.json").write_text("[]\n")
+    meanings = action_meanings("highway-fast-v0")
+    agent = QAgent(len(meanings), QNetConfig(encoder="nature"), meanings, seed=0).eval()
+    src = save_agent(agent, tmp_path / "agent.safetensors", game="highway-fast-v0", frames=1000, seed=1)
+    played = []
+
+    def fake_evaluate(policy, game, episodes, **kwargs):
+        played.append(type(policy).__name__)
+        crashed = [0.0, 0.0] if len(played) == 1 else [1.0, 1.0]
+        return EvalResult(game, returns=[20.0, 22.0] if len(played) == 1 else [7.0, 9.0], lengths=[30, 30],
+                          stats={"crashed": crashed, "speed": [24.0, 26.0]})
+
+    monkeypatch.setattr(ship_model, "evaluate", fake_evaluate)
+    argv = ["xrlkit", str(src), "--game", "highway-fast-v0", "--command", "xrlkit train ...", "--episodes", "2"]
+    assert ship_model.main(argv) == 0
+    (entry,) = json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())
+    assert played == ["QAgent", "RandomAgent"]
+    assert entry["eval_mean"] == 21.0 and entry["random_eval_mean"] == 8.0 and entry["eval_hns"] is None
+    assert entry["eval_stats"] == {"crashed": 0.0, "speed": 25.0} and entry["random_eval_stats"]["crashed"] == 1.0

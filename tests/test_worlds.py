@@ -118,6 +118,26 @@ def test_mario_runs_under_numpy_2_and_rewards_progress():
     np.testing.assert_allclose(get_protocol("mario").learning_reward(np.array([15.0, -15.0])), [1.0, -1.0])
 
 
+def test_evaluation_reports_crashes_speed_and_distance_of_the_worlds():
+    """highway: whether each episode ended in a crash and the mean speed; Mario: the distance."""
+
+    class RunRight:
+        def act(self, obs, epsilon=0.0):
+            return np.full(len(obs), action_meanings("SuperMarioBros-1-1-v0").index("RIGHT+B"))
+
+    highway = evaluate(RandomAgent(5, action_meanings("highway-fast-v0"), seed=0), "highway-fast-v0", 3,
+                       protocol="highway", seed=2, n_envs=2)
+    assert set(highway.stats) == {"crashed", "speed"} and len(highway.stats["speed"]) == len(highway.returns) == 3
+    assert set(highway.stats["crashed"]) <= {0.0, 1.0} and all(15 <= v <= 40 for v in highway.stats["speed"])
+    cut = [r for r, n in zip(highway.returns, highway.lengths) if n < 30]  # ended before the 30 s: crashed
+    assert sum(highway.stats["crashed"]) >= len(cut)
+    assert highway.to_dict()["stat_means"]["speed"] == pytest.approx(np.mean(highway.stats["speed"]))
+    run_right = RunRight()
+    mario = evaluate(run_right, "SuperMarioBros-1-1-v0", 1, protocol="mario", seed=0, n_envs=1, max_steps=40)
+    assert mario.stats["x_pos"][0] > 100 and mario.stats["flag_get"] == [0.0]
+    assert evaluate(run_right, "Pong", 1, seed=0, max_steps=5).stats == {}
+
+
 def test_highway_trains_on_its_own_rewards_one_step_a_frame():
     from xrlkit.envs import default_protocol, get_protocol
 

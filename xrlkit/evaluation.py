@@ -10,15 +10,23 @@ from tqdm.auto import tqdm
 from xrlkit.agents.base import Agent
 from xrlkit.envs import Protocol, make_env, make_vector_env, rgb_frame
 from xrlkit.games import human_normalized_score, resolve_game
+from xrlkit.worlds import EPISODE_STATS
 
 
 @dataclass
 class EvalResult:
-    """Unclipped returns of finished episodes, with mean and HNS of the mean."""
+    """Unclipped returns of finished episodes, with mean and HNS of the mean; for the worlds of
+    :data:`xrlkit.worlds.EPISODE_STATS`, ``stats`` holds their per-episode numbers too (e.g.
+    ``{"crashed": [...], "speed": [...]}``, one value per episode, in the order of ``returns``)."""
 
     game: str
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    stats: dict[str, list[float]] = field(default_factory=dict)
+
+    def stat_means(self) -> dict[str, float]:
+        """Each of :attr:`stats` averaged over the episodes."""
+        return {k: float(np.mean(v)) for k, v in self.stats.items() if v}
 
     @property
     def mean(self) -> float:
@@ -29,7 +37,7 @@ class EvalResult:
         return human_normalized_score(self.game, self.mean)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "mean": self.mean, "hns": self.hns}
+        return {**asdict(self), "mean": self.mean, "hns": self.hns, "stat_means": self.stat_means()}
 
 
 def evaluate(
@@ -59,24 +67,37 @@ def evaluate(
     todo = np.array([n_episodes // n_envs + (i < n_episodes % n_envs) for i in range(n_envs)])
     env = make_vector_env(game, n_envs, protocol, train=False, seed=seed)
     obs, _ = env.reset(seed=seed)
-    result = EvalResult(game)
+    stat_kinds = EPISODE_STATS.get(game, {})
+    result = EvalResult(game, stats={k: [] for k in stat_kinds})
     ret, length, start = np.zeros(n_envs), np.zeros(n_envs, dtype=int), np.ones(n_envs, dtype=bool)
+    summed = {k: np.zeros(n_envs) for k in stat_kinds}
     session = agent.session(n_envs) if hasattr(agent, "session") else None
     bar = tqdm(total=n_episodes, desc=f"eval {game}", disable=not progress)
     while todo.any():
         actions = session.act(obs, start, epsilon=epsilon) if session else agent.act(obs, epsilon=epsilon)
-        obs, reward, term, trunc, _ = env.step(actions)
+        obs, reward, term, trunc, info = env.step(actions)
+        ended = term | trunc
         ret += reward
         length += 1
+        # an ended episode's last info is in final_info (info already belongs to the next episode,
+        # whose reset info may lack the key)
+        last = info.get("final_info", {})
+        now = {k: np.where(ended, last.get(k, 0.0), info.get(k, 0.0)) for k in stat_kinds}
+        for k in stat_kinds:
+            summed[k] += now[k]
         cut = length >= max_steps
-        for i in np.flatnonzero((term | trunc | cut) & (todo > 0)):
+        for i in np.flatnonzero((ended | cut) & (todo > 0)):
             result.returns.append(float(ret[i]))
             result.lengths.append(int(length[i]))
+            for k, kind in stat_kinds.items():
+                result.stats[k].append(float(now[k][i] if kind == "last" else summed[k][i] / length[i]))
             todo[i] = 0 if cut[i] else todo[i] - 1
             bar.update(1)
-        start = term | trunc
+        start = ended
         ret[start] = 0.0
         length[start] = 0
+        for k in stat_kinds:
+            summed[k][start] = 0.0
     bar.close()
     env.close()
     return result

@@ -55,6 +55,16 @@ MARIO_MAX_STEPS = 4_000
 SUBPROCESS_WORLDS = frozenset({"highway-fast-v0"})
 
 
+#: what a world reports of an episode beside its return (:func:`xrlkit.evaluation.evaluate`):
+#: info key -> how the episode's steps reduce to one number, its ``"last"`` value or the ``"mean"``
+#: over its steps. highway: whether the ego car crashed, its mean speed (m/s); Mario: the
+#: distance travelled (x position at the end, pixels) and whether he reached the flag.
+EPISODE_STATS: dict[str, dict[str, str]] = {
+    "highway-fast-v0": {"crashed": "last", "speed": "mean"},
+    "SuperMarioBros-1-1-v0": {"x_pos": "last", "flag_get": "last"},
+}
+
+
 def _highway(render_mode: str | None) -> gym.Env:
     import highway_env
 
