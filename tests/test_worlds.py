@@ -83,6 +83,21 @@ def test_ppo_trains_on_a_doom_world_and_the_vector_env_has_send_and_recv(tmp_pat
     assert meta["game"] == "VizdoomBasic-v1" and meta["frames"] >= 512 and meta["eval_mean"] is not None
 
 
+def test_rainbow_trains_on_a_world_without_lives(tmp_path):
+    """ALE tells a life loss from a game over by its frame counter; a world has neither, and
+    every episode that ends is a game (the study's notebook 1 trains its toy agents this way)."""
+    from xrlkit.agents.rainbow import train
+    from xrlkit.checkpoint import read_meta
+
+    path = train("VizdoomBasic-v1", preset="der", encoder="nature", total_frames=800, out_dir=tmp_path, n_envs=2,
+                 batch_size=4, buffer_size=600, learning_starts_frames=400, eval_episodes=1, eval_max_steps=20,
+                 checkpoint_every_frames=0, progress=False)
+    meta = read_meta(path)
+    assert meta["game"] == "VizdoomBasic-v1" and meta["protocol"] == "doom" and meta["updates"] > 0
+    resume = read_meta(tmp_path / "resume.safetensors")
+    assert len(resume["recent_returns"]) >= 1  # episodes of ViZDoom Basic end within 75 steps
+
+
 def test_doom_trains_on_scaled_not_clipped_rewards():
     from xrlkit.envs import default_protocol, get_protocol
 

@@ -268,6 +268,12 @@ class RainbowLearner:
         self.online._rng.bit_generator.state = meta["agent_rng"]
 
 
+def _frame_numbers(info: dict[str, Any], n_envs: int) -> np.ndarray:
+    """Each env's frame number within its game, ``int64 [n_envs]``, from ALE's info; a world
+    without lives has none and gives zeros (then every ended episode is a game over)."""
+    return np.array(info.get("episode_frame_number", np.zeros(n_envs)), dtype=np.int64)
+
+
 def _final_obs(info: dict[str, Any], ended: np.ndarray, like: np.ndarray) -> np.ndarray | None:
     """The ended episodes' last states as ``uint8 [N, 4, 84, 84]`` (other rows: zeros), from
     ``info["final_obs"]`` of either backend (ale: an array; gym: an object array with None)."""
@@ -432,16 +438,16 @@ def train(
     env = make_vector_env(game, cfg.n_envs, env_proto, train=True, seed=env_seed,
                           backend=env_backend, threads=rt.env_threads)
     obs, info = env.reset(seed=env_seed)
-    prev_frame_no = np.asarray(info["episode_frame_number"]).copy()
+    prev_frame_no = _frame_numbers(info, cfg.n_envs)
     game_return = np.zeros(cfg.n_envs)
     if exact:  # replay the recorded actions: the envs' emulators and RNGs end where they were
         for actions in tqdm(actions_taken, desc="replaying the run's actions", unit="step",
                             disable=not progress, dynamic_ncols=True):
             obs, reward, terminated, truncated, info = env.step(actions.astype(np.int64))
             game_return += reward
-            frame_no = np.asarray(info["episode_frame_number"])
-            game_return[(terminated | truncated) & (frame_no < prev_frame_no)] = 0.0
-            prev_frame_no = frame_no.copy()
+            frame_no = _frame_numbers(info, cfg.n_envs)
+            game_return[(terminated | truncated) & (frame_no <= prev_frame_no)] = 0.0
+            prev_frame_no = frame_no
     # (a full ring always holds a few unsampleable transitions, hence the cap at half of it)
     learn_start = max(1, min(cfg.learning_starts_frames // skip, buffer.capacity // 2))
     print(rt.describe(), file=sys.stderr)
@@ -465,11 +471,11 @@ def train(
             # A game is over when the env really reset (its episode frame counter went back),
             # not at a life loss.
             game_return += reward
-            frame_no = np.asarray(info["episode_frame_number"])
-            for i in np.flatnonzero(ended & (frame_no < prev_frame_no)):
+            frame_no = _frame_numbers(info, cfg.n_envs)
+            for i in np.flatnonzero(ended & (frame_no <= prev_frame_no)):
                 recent.append(float(game_return[i]))
                 game_return[i] = 0.0
-            prev_frame_no = frame_no.copy()
+            prev_frame_no = frame_no
             obs = next_obs
             counters["env_steps"] += cfg.n_envs
             bar.update(cfg.n_envs)
