@@ -63,6 +63,27 @@ def test_thresholds(varied_states):
         assess_competence(ChoiceAgent(), EvalResult("Pong"), varied_states)
 
 
+def test_a_world_is_measured_against_random_play(varied_states):
+    """highway-env has no human score: the agent must beat random play on the same seeds by a
+    standard deviation of its returns."""
+    rand = EvalResult("highway-fast-v0", [2.0, 6.0, 10.0])  # mean 6, sd 3.27
+    good = assess_competence(ChoiceAgent(), EvalResult("highway-fast-v0", [21.0]), varied_states, random_result=rand)
+    assert good.competent and good.random_score == 6.0 and good.random_sd == pytest.approx(3.266, abs=1e-3)
+    close = assess_competence(ChoiceAgent(), EvalResult("highway-fast-v0", [9.0]), varied_states, random_result=rand)
+    assert not close.competent and "not clearly above random play (6.0, sd 3.3)" in close.note()
+    with pytest.raises(ValueError, match="random_play"):
+        assess_competence(ChoiceAgent(), EvalResult("highway-fast-v0", [21.0]), varied_states)
+
+
+def test_random_play_is_seeded_on_the_agents_actions():
+    from xrlkit.competence import random_play
+
+    agent = ChoiceAgent()
+    a = random_play(agent, "Pong", 1, protocol="ifepaper", seed=3, max_steps=50)
+    b = random_play(agent, "Pong", 1, protocol="ifepaper", seed=3, max_steps=50)
+    assert a.returns == b.returns and a.lengths == [50]
+
+
 def test_recorded_competence_round_trips(tmp_path, varied_states):
     assert read_competence(tmp_path) is None and competence_note(tmp_path) == ""
     c = assess_competence(ChoiceAgent(fixed=0), EvalResult("Pong", [5.0]), varied_states)

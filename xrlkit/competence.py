@@ -11,6 +11,9 @@ An agent is **not competent** when its mean score is not clearly above the rando
 (HNS below :data:`MIN_HNS`, with the reference scores of :data:`xrlkit.games.REFERENCE_SCORES`;
 a few evaluation episodes of a random-like agent land a little above random by chance) or when
 one action is its preferred (argmax) action in at least :data:`TOP_ACTION_LIMIT` of the states.
+A world other than Atari has no human reference: there the yardstick is random play measured on
+the same seeds (:func:`random_play`), and the agent must beat its mean by :data:`MIN_RANDOM_SDS`
+of its episodes' standard deviations.
 """
 
 from __future__ import annotations
@@ -21,14 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from xrlkit.agents.base import Agent, greedy_actions
-from xrlkit.evaluation import EvalResult
+from xrlkit.agents.base import Agent, RandomAgent, greedy_actions
+from xrlkit.evaluation import EvalResult, evaluate
 from xrlkit.games import REFERENCE_SCORES
 
 #: share of states with one and the same preferred action from which an agent is degenerate
 TOP_ACTION_LIMIT = 0.95
 #: human-normalized score below which an agent plays no better than random: 5% of the way to human
 MIN_HNS = 0.05
+#: worlds without a human score: how many standard deviations of random play's episode returns
+#: the agent's mean must lie above random play's mean
+MIN_RANDOM_SDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,12 +53,18 @@ class Competence:
     top_action: str
     top_action_share: float
     n_states: int
+    random_sd: float = float("nan")
+    """standard deviation of random play's episode returns (worlds without a human score)"""
 
     @property
     def reasons(self) -> list[str]:
         """Why the agent is not competent (empty when it is)."""
         out = []
-        if not self.hns >= MIN_HNS:
+        if np.isnan(self.human_score):
+            if not self.score > self.random_score + MIN_RANDOM_SDS * self.random_sd:
+                out.append(f"scores {self.score:.1f}, not clearly above random play ({self.random_score:.1f}, "
+                           f"sd {self.random_sd:.1f})")
+        elif not self.hns >= MIN_HNS:
             out.append(f"scores {self.score:.1f}, no better than random ({self.random_score:.1f}; "
                        f"HNS {self.hns:.2f} < {MIN_HNS})")
         if self.top_action_share >= TOP_ACTION_LIMIT:
@@ -71,12 +83,23 @@ class Competence:
         return {**asdict(self), "competent": self.competent, "reasons": "; ".join(self.reasons)}
 
 
-def assess_competence(agent: Agent, result: EvalResult, states: np.ndarray, batch_size: int = 256) -> Competence:
+def random_play(agent: Agent, game: str, episodes: int, *, protocol: str, seed: int, max_steps: int) -> EvalResult:
+    """Episodes of a uniformly random policy over ``agent``'s actions, on the seeds ``agent``'s
+    evaluation used: the yardstick of a world without reference scores."""
+    policy = RandomAgent(agent.n_actions, agent.action_meanings, seed=seed)
+    return evaluate(policy, game, episodes, protocol=protocol, seed=seed, max_steps=max_steps)
+
+
+def assess_competence(agent: Agent, result: EvalResult, states: np.ndarray, batch_size: int = 256,
+                      random_result: EvalResult | None = None) -> Competence:
     """Competence of ``agent`` from its evaluation ``result`` (full episodes of ``result.game``)
     and its preferred actions on ``states uint8 [N, 4, 84, 84]`` (states of its own play, spread
-    over whole episodes)."""
+    over whole episodes). A world without reference scores needs ``random_result``
+    (:func:`random_play`)."""
     if not result.returns:
         raise ValueError("the evaluation result holds no finished episode")
+    if result.game not in REFERENCE_SCORES and (random_result is None or not random_result.returns):
+        raise ValueError(f"{result.game} has no reference scores: pass random_result=random_play(...)")
     if len(states) == 0:
         raise ValueError("need at least one state to measure how the agent chooses its actions")
     actions = greedy_actions(agent, states, batch_size)
@@ -85,11 +108,16 @@ def assess_competence(agent: Agent, result: EvalResult, states: np.ndarray, batc
     nonzero = freq[freq > 0]
     entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(agent.n_actions)) if agent.n_actions > 1 else 0.0
     top = int(counts.argmax())
-    random_score, human_score = REFERENCE_SCORES[result.game]
+    random_sd = float("nan")
+    if result.game in REFERENCE_SCORES:
+        random_score, human_score = REFERENCE_SCORES[result.game]
+    else:
+        random_score, human_score = random_result.mean, float("nan")
+        random_sd = float(np.std(random_result.returns))
     return Competence(
         game=result.game, score=result.mean, episodes=len(result.returns), random_score=random_score,
         human_score=human_score, hns=result.hns, action_entropy=entropy, top_action=agent.action_meanings[top],
-        top_action_share=float(freq[top]), n_states=len(states),
+        top_action_share=float(freq[top]), n_states=len(states), random_sd=random_sd,
     )
 
 
