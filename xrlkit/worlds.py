@@ -16,8 +16,8 @@ the paper's agents saw of the Atari games, and enough to show the car ahead or a
 ``SuperMarioBros-1-1-v0``      gym-super-mario-bros 7.4 on nes-py 8.2 (old ``gym`` API, bridged
                                here): world 1-1 until Mario dies or reaches the flag; the
                                screen (240x256 RGB) to gray, resized, every 4th frame (the reward
-                               summed), 4 stacked; the seven actions of ``SIMPLE_MOVEMENT``.
-                               ~500 steps/s with numpy < 2 (measured); the numpy 2 fixes below.
+                               summed), 4 stacked; the seven actions of ``SIMPLE_MOVEMENT``;
+                               on numpy 2 through the fixes below.
 ``VizdoomBasic-v1``,           ViZDoom 1.3 scenarios through its gymnasium wrapper: the screen
 ``VizdoomDefendCenter-v1``,    (240x320 RGB) to gray, resized, every 4th frame (frame skip 4,
 ``VizdoomHealthGathering-v1``  the reward summed), 4 stacked. Actions are the wrapper's discrete
