@@ -64,15 +64,18 @@ def test_thresholds(varied_states):
 
 
 def test_a_world_is_measured_against_random_play(varied_states):
-    """highway-env has no human score: the agent must beat random play on the same seeds by a
-    standard deviation of its returns."""
-    rand = EvalResult("highway-fast-v0", [2.0, 6.0, 10.0])  # mean 6, sd 3.27
+    """highway-env has no human score: the agent must beat random play on the same seeds by two
+    standard errors of random play's mean."""
+    rand = EvalResult("highway-fast-v0", [2.0, 6.0, 10.0, 6.0])  # mean 6, s.e. 1.63
     good = assess_competence(ChoiceAgent(), EvalResult("highway-fast-v0", [21.0]), varied_states, random_result=rand)
-    assert good.competent and good.random_score == 6.0 and good.random_sd == pytest.approx(3.266, abs=1e-3)
+    assert good.competent and good.random_score == 6.0 and good.random_se == pytest.approx(1.633, abs=1e-3)
     close = assess_competence(ChoiceAgent(), EvalResult("highway-fast-v0", [9.0]), varied_states, random_result=rand)
-    assert not close.competent and "not clearly above random play (6.0, sd 3.3)" in close.note()
+    assert not close.competent and "not clearly above random play (6.0 +- 1.6 s.e.)" in close.note()
     with pytest.raises(ValueError, match="random_play"):
         assess_competence(ChoiceAgent(), EvalResult("highway-fast-v0", [21.0]), varied_states)
+    with pytest.raises(ValueError, match="at least 2 episodes"):
+        assess_competence(ChoiceAgent(), EvalResult("highway-fast-v0", [21.0]), varied_states,
+                          random_result=EvalResult("highway-fast-v0", [6.0]))
 
 
 def test_random_play_is_seeded_on_the_agents_actions():

@@ -12,8 +12,9 @@ An agent is **not competent** when its mean score is not clearly above the rando
 a few evaluation episodes of a random-like agent land a little above random by chance) or when
 one action is its preferred (argmax) action in at least :data:`TOP_ACTION_LIMIT` of the states.
 A world other than Atari has no human reference: there the yardstick is random play measured on
-the same seeds (:func:`random_play`), and the agent must beat its mean by :data:`MIN_RANDOM_SDS`
-of its episodes' standard deviations.
+the same seeds (:func:`random_play`, at least 2 episodes), and the agent's mean must lie
+:data:`MIN_RANDOM_SES` standard errors above random play's mean (its spread can be wide: ViZDoom
+Basic's random episodes range from -375 to +95).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from xrlkit.games import REFERENCE_SCORES
 TOP_ACTION_LIMIT = 0.95
 #: human-normalized score below which an agent plays no better than random: 5% of the way to human
 MIN_HNS = 0.05
-#: worlds without a human score: how many standard deviations of random play's episode returns
-#: the agent's mean must lie above random play's mean
-MIN_RANDOM_SDS = 1.0
+#: worlds without a human score: how many standard errors of random play's mean score the
+#: agent's mean must lie above it
+MIN_RANDOM_SES = 2.0
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,17 @@ class Competence:
     top_action: str
     top_action_share: float
     n_states: int
-    random_sd: float = float("nan")
-    """standard deviation of random play's episode returns (worlds without a human score)"""
+    random_se: float = float("nan")
+    """standard error of random play's mean score (worlds without a human score)"""
 
     @property
     def reasons(self) -> list[str]:
         """Why the agent is not competent (empty when it is)."""
         out = []
         if np.isnan(self.human_score):
-            if not self.score > self.random_score + MIN_RANDOM_SDS * self.random_sd:
-                out.append(f"scores {self.score:.1f}, not clearly above random play ({self.random_score:.1f}, "
-                           f"sd {self.random_sd:.1f})")
+            if not self.score > self.random_score + MIN_RANDOM_SES * self.random_se:
+                out.append(f"scores {self.score:.1f}, not clearly above random play ({self.random_score:.1f} "
+                           f"+- {self.random_se:.1f} s.e.)")
         elif not self.hns >= MIN_HNS:
             out.append(f"scores {self.score:.1f}, no better than random ({self.random_score:.1f}; "
                        f"HNS {self.hns:.2f} < {MIN_HNS})")
@@ -98,8 +99,9 @@ def assess_competence(agent: Agent, result: EvalResult, states: np.ndarray, batc
     (:func:`random_play`)."""
     if not result.returns:
         raise ValueError("the evaluation result holds no finished episode")
-    if result.game not in REFERENCE_SCORES and (random_result is None or not random_result.returns):
-        raise ValueError(f"{result.game} has no reference scores: pass random_result=random_play(...)")
+    if result.game not in REFERENCE_SCORES and (random_result is None or len(random_result.returns) < 2):
+        raise ValueError(f"{result.game} has no reference scores: pass random_result=random_play(...) "
+                         "with at least 2 episodes")
     if len(states) == 0:
         raise ValueError("need at least one state to measure how the agent chooses its actions")
     actions = greedy_actions(agent, states, batch_size)
@@ -108,16 +110,16 @@ def assess_competence(agent: Agent, result: EvalResult, states: np.ndarray, batc
     nonzero = freq[freq > 0]
     entropy = float(-(nonzero * np.log(nonzero)).sum() / np.log(agent.n_actions)) if agent.n_actions > 1 else 0.0
     top = int(counts.argmax())
-    random_sd = float("nan")
+    random_se = float("nan")
     if result.game in REFERENCE_SCORES:
         random_score, human_score = REFERENCE_SCORES[result.game]
     else:
         random_score, human_score = random_result.mean, float("nan")
-        random_sd = float(np.std(random_result.returns))
+        random_se = float(np.std(random_result.returns, ddof=1) / np.sqrt(len(random_result.returns)))
     return Competence(
         game=result.game, score=result.mean, episodes=len(result.returns), random_score=random_score,
         human_score=human_score, hns=result.hns, action_entropy=entropy, top_action=agent.action_meanings[top],
-        top_action_share=float(freq[top]), n_states=len(states), random_sd=random_sd,
+        top_action_share=float(freq[top]), n_states=len(states), random_se=random_se,
     )
 
 
