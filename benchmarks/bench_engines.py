@@ -5,10 +5,10 @@ one after the other on an otherwise idle machine (check ``top`` first). Writes
 ``benchmarks/results/engines-cpu.json``: ``{"machine", "command", "games", "notebooks",
 "runs": [{"engine", "argv", "seconds", "status": {game: [status per notebook]}}]}``.
 
-The default notebooks (1, 2 and 4 on two games that ship an expert and a VisionMask) keep the
+The default notebooks (1 and 2, on two games that ship an expert) keep the
 whole comparison to a few minutes; ``--notebooks all`` times the full study.
 
-    .venv/bin/python benchmarks/bench_engines.py [--games Breakout,Pong] [--notebooks 1,2,4]
+    .venv/bin/python benchmarks/bench_engines.py [--games Breakout,Pong] [--notebooks 1,2]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ ENGINES = {"local, 1 worker": ["--workers", "1"], "local, 2 workers": ["--worker
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--games", default="Breakout,Pong")
-    p.add_argument("--notebooks", default="1,2,4")
+    p.add_argument("--notebooks", default="1,2")
     p.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args()
     runs, failed = [], False
