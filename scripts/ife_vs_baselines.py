@@ -30,6 +30,10 @@ from xrlkit.runlog import check_out_dir  # noqa: E402
 from xrlkit.sweep import score_table  # noqa: E402
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="folders holding the run folders")
@@ -53,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     estimates.to_csv(args.out / "ife_vs_baselines_iqm.csv", index=False)
     games = ", ".join(sorted(table["game"].unique()))
-    frames = f"{table['frames'].max() / 1e6:g}M frames"
+    frames = f"{table['frames'].max() / 1e6:.3g}M frames"  # a budget ends on a whole rollout: 1,503,232 -> 1.5M
     fig = plotting.interval_estimates(estimates, title=(
-        f"IFE against CNN agents: PPO on {games}, {frames}, {estimates['n_runs'].iloc[0]} seeds each "
+        f"IFE against CNN agents: PPO on {games}, {frames}, {_seeds(estimates['n_runs'].iloc[0])} each "
         "(95% stratified-bootstrap intervals)"))
     fig.savefig(args.out / "ife_vs_baselines_iqm.png", dpi=110, bbox_inches="tight")
     plotting.method_curves(table, title=f"PPO with each encoder: evaluation score over training ({frames})").savefig(

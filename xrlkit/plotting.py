@@ -247,7 +247,7 @@ def method_curves(table, *, title: str | None = None) -> Figure:
                 ax.plot(curve["frames"], curve["eval_mean"], color=f"C{i}", lw=0.8, alpha=0.45)
             mean = pd.concat(evals, axis=1).dropna().mean(axis=1)
             ax.plot(mean.index, mean.to_numpy(), color=f"C{i}", lw=2.2, marker="o",
-                    label=f"{encoder} (mean of {len(evals)} seeds)")
+                    label=f"{encoder} ({len(evals)} seed)" if len(evals) == 1 else f"{encoder} (mean of {len(evals)} seeds)")
         if game in REFERENCE_SCORES:
             ax.axhline(REFERENCE_SCORES[game][0], color="gray", linestyle=":", label="random play")
         ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1e6:g}M")
