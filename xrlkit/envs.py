@@ -36,7 +36,7 @@ from stable_baselines3.common.atari_wrappers import AtariWrapper, ClipRewardEnv,
 from xrlkit.games import is_atari, resolve_game
 from xrlkit.registry import choose
 from xrlkit.shapes import FRAME_STACK, OBS_SHAPE, SCREEN_SIZE
-from xrlkit.worlds import SUBPROCESS_WORLDS, make_world_env, world_action_meanings, world_frame
+from xrlkit.worlds import SUBPROCESS_WORLDS, make_world_env, world_action_meanings, world_frame, world_kind
 
 gym.register_envs(ale_py)
 
@@ -86,12 +86,8 @@ def default_protocol(game: str, algo: str = "ppo") -> str:
     ``highway`` for highway-env, ``mario`` for Super Mario Bros, ``rlzoo`` for the Stable-Baselines3 learners (``sb3-*``,
     ``dqn``, ...), else ``ifepaper``."""
     name = resolve_game(game)
-    if name.startswith("Vizdoom"):
-        return "doom"
-    if name.startswith("highway"):
-        return "highway"
-    if name.startswith("SuperMario"):
-        return "mario"
+    if not is_atari(name):  # each family of worlds trains under the protocol named after it
+        return world_kind(name)
     return "ifepaper" if algo in ("ppo", "rainbow") else "rlzoo"
 
 

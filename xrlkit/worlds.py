@@ -182,23 +182,25 @@ def _mario(name: str) -> gym.Env:
     return _GrayFrames(_OldGymToGymnasium(env, MARIO_FRAME_SKIP, MARIO_MAX_STEPS), lambda obs: obs)
 
 
+def world_kind(name: str) -> str:
+    """Which family a world (already resolved) belongs to: ``"highway"``, ``"mario"`` or
+    ``"doom"``; each has its own builder here and its own protocol in :mod:`xrlkit.envs`."""
+    if name not in WORLDS:
+        raise ValueError(f"{name} is an Atari game, not another world; use xrlkit.envs.make_env")
+    return "highway" if name.startswith("highway") else "mario" if name.startswith("SuperMario") else "doom"
+
+
 def make_world_env(name: str, *, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
     """One env of a non-Atari world (see the module docstring); observations ``uint8 [4, 84, 84]``.
     ``ValueError`` with the closest names for an unknown world; ``ImportError`` saying which
     package to install when the world's package is missing."""
     name = resolve_game(name)
-    if name not in WORLDS:
-        raise ValueError(f"{name} is an Atari game, not another world; use xrlkit.envs.make_env")
+    kind = world_kind(name)
     try:
-        if name.startswith("highway"):
-            env = _highway(render_mode)
-        elif name.startswith("SuperMario"):
-            env = _mario(name)
-        else:
-            env = _doom(name, render_mode)
+        env = {"highway": lambda: _highway(render_mode), "mario": lambda: _mario(name),
+               "doom": lambda: _doom(name, render_mode)}[kind]()
     except ImportError as err:
-        package = ("highway-env" if name.startswith("highway") else
-                   "gym-super-mario-bros" if name.startswith("SuperMario") else "vizdoom")
+        package = {"highway": "highway-env", "mario": "gym-super-mario-bros", "doom": "vizdoom"}[kind]
         raise ImportError(f"{name} needs {package}: pip install 'xrlkit[worlds]' (the README's set-up installs it)") from err
     if seed is not None:
         env.reset(seed=seed)
