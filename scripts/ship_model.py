@@ -95,9 +95,9 @@ def _finite(x: float) -> float | None:
 
 
 def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, act_mode: str, eval_seed: int) -> dict:
-    from xrlkit.agents.base import RandomAgent
     from xrlkit.agents.load import agent_protocol
     from xrlkit.checkpoint import load_agent, save_agent
+    from xrlkit.competence import random_play
 
     agent = load_agent(src, game=game, act_mode=act_mode)
     meta = {k: v for k, v in agent.meta.items()
@@ -126,8 +126,7 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
     distilled = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained")
                  if k in meta}
     if not is_atari(game):  # no human reference: random play on the same seeds is the yardstick
-        rand = evaluate(RandomAgent(packed.n_actions, packed.action_meanings, seed=eval_seed), game, episodes,
-                        protocol=protocol, seed=eval_seed)
+        rand = random_play(packed, game, episodes, protocol=protocol, seed=eval_seed)
         distilled.update(random_eval_mean=rand.mean, random_eval_returns=rand.returns)
         if result.stats:
             distilled.update(eval_stats=result.stat_means(), random_eval_stats=rand.stat_means())

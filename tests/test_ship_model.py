@@ -67,6 +67,7 @@ def test_a_world_agent_ships_with_random_play_and_its_episode_stats(ship_model, 
                           stats={"crashed": crashed, "speed": [24.0, 26.0]})
 
     monkeypatch.setattr(ship_model, "evaluate", fake_evaluate)
+    monkeypatch.setattr("xrlkit.competence.evaluate", fake_evaluate)  # random play goes through competence
     argv = ["xrlkit", str(src), "--game", "highway-fast-v0", "--command", "xrlkit train ...", "--episodes", "2"]
     assert ship_model.main(argv) == 0
     (entry,) = json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())

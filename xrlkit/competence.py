@@ -84,9 +84,11 @@ class Competence:
         return {**asdict(self), "competent": self.competent, "reasons": "; ".join(self.reasons)}
 
 
-def random_play(agent: Agent, game: str, episodes: int, *, protocol: str, seed: int, max_steps: int) -> EvalResult:
+def random_play(agent: Agent, game: str, episodes: int, *, protocol: str, seed: int,
+                max_steps: int = 27_000) -> EvalResult:
     """Episodes of a uniformly random policy over ``agent``'s actions, on the seeds ``agent``'s
-    evaluation used: the yardstick of a world without reference scores."""
+    evaluation used: the yardstick of a world without reference scores. ``max_steps`` as
+    :func:`xrlkit.evaluation.evaluate`'s (27k: the 108k-frame limit)."""
     policy = RandomAgent(agent.n_actions, agent.action_meanings, seed=seed)
     return evaluate(policy, game, episodes, protocol=protocol, seed=seed, max_steps=max_steps)
 
