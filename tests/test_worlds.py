@@ -188,6 +188,21 @@ def test_highway_steps_in_subprocesses_the_same_as_in_process():
             env.close()
 
 
+def test_subprocess_workers_leave_the_trainers_process_group():
+    """Ctrl-C and ``timeout`` signal the whole process group. The ``async`` backend's workers are
+    in a group of their own, so they are still there to finish the step the trainer waits on
+    before it writes its checkpoint (before, they died and the run lost its last checkpoint)."""
+    import os
+
+    env = make_vector_env("VizdoomBasic-v1", 2, "doom", train=True, seed=0, backend="async")
+    try:
+        assert all(os.getpgid(process.pid) not in (os.getpgrp(), None) for process in env.processes)
+        env.send(np.zeros(2, dtype=np.int64))
+        assert env.recv()[0].shape == (2, 4, 84, 84)
+    finally:
+        env.close()
+
+
 def test_mask_rows_draw_masks_over_a_world_screen_at_its_own_size():
     """A ViZDoom screen is 240x320: each mask is resized to it, not to Atari's 210x160 (which
     showed only the screen's top-left corner behind the masks)."""

@@ -24,6 +24,8 @@ with the same observations; the Atari protocols do not apply to them.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from typing import Any, SupportsFloat
 
@@ -219,7 +221,7 @@ def make_vector_env(
         )
     elif backend == "async":
         env = _AsyncVectorEnv(
-            [lambda: make_env(name, proto, train=train) for _ in range(n_envs)],
+            [functools.partial(_worker_env, name, proto, train) for _ in range(n_envs)],
             autoreset_mode=AutoresetMode.SAME_STEP,
         )
     else:
@@ -243,6 +245,16 @@ class _SyncVectorEnv(gym.vector.SyncVectorEnv):
             raise RuntimeError("recv() before send()")
         actions, self._actions = self._actions, None
         return self.step(actions)
+
+
+def _worker_env(name: str, proto: Protocol, train: bool) -> gym.Env:
+    """An env built inside a worker process of the ``async`` backend, which first leaves the
+    trainer's process group: Ctrl-C and ``timeout`` signal the whole group, and a worker killed
+    by that signal would leave the trainer unable to finish the step it waits on and write its
+    checkpoint. The trainer handles the signal and closes its workers; a worker whose trainer was
+    killed outright exits when its pipe closes."""
+    os.setpgid(0, 0)
+    return make_env(name, proto, train=train)
 
 
 class _AsyncVectorEnv(gym.vector.AsyncVectorEnv):
