@@ -6,7 +6,8 @@ randomisation test's numbers also in ``figures/randomisation.csv``.
 Runs ``xrlkit evaluate-explainers`` and :func:`xrlkit.sanity.randomisation_table` once per game
 into ``--work`` (a game whose tables are already there is not run again, so an interrupted run
 resumes; a table that lacks a metric gets only that metric computed, on the same states), then
-combines the tables.
+combines the tables. With ``--games``, only those games are computed (e.g. a game whose expert or
+VisionMask was replaced) and every other game's rows already in ``--out`` are kept as they are.
 
     .venv/bin/python scripts/faithfulness_table.py --work /tmp/faithfulness
 """
@@ -47,11 +48,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=2_000_000, help="evaluation seed (never used in training)")
     p.add_argument("--lle-samples", type=int, default=3)
     p.add_argument("--randomisation-states", type=int, default=32, help="states of the model randomisation test")
-    p.add_argument("--games", default=None, help="comma-separated (default: every game with a shipped expert)")
+    p.add_argument("--games", default=None, help="comma-separated games to compute (default: every game with a "
+                   "shipped expert); the other games' rows already in --out are kept")
     args = p.parse_args()
 
     games = args.games.split(",") if args.games else sorted({m["game"] for m in shipped_models() if m["role"] == "expert"})
-    tables, randomised = [], []
+    tables, randomised = kept_rows(args.out, games) if args.games else ([], [])
     for game in games:
         table_path = args.work / f"{game}.csv"
         has_vm = shipped(game, "visionmask") is not None
@@ -74,13 +76,14 @@ def main() -> int:
             randomisation(game, has_vm, args).to_csv(random_path, index=False)
         randomised.append(pd.read_csv(random_path))
     table = pd.concat(tables, ignore_index=True)
+    table = table.sort_values("game", kind="stable", ignore_index=True)
     table["agent"] = table["agent"].map(lambda path: Path(path).name)  # the shipped file, not this machine's path
     table.insert(2, "reference", table["metric"].map(REFERENCE_OF).fillna("none"))
     args.out.mkdir(parents=True, exist_ok=True)
     first = ["game", "explainer", "metric", "reference", "mean", "ci_low", "ci_high", "n_states"]
     out_table = table.rename(columns={"value": "mean"})
     out_table[first + [c for c in out_table if c not in first]].to_csv(args.out / "faithfulness.csv", index=False)
-    random_table = pd.concat(randomised, ignore_index=True)
+    random_table = pd.concat(randomised, ignore_index=True).sort_values("game", kind="stable", ignore_index=True)
     random_table.to_csv(args.out / "randomisation.csv", index=False)
 
     lines = [f"# Faithfulness of every explainer on every shipped expert\n",
@@ -107,6 +110,19 @@ def main() -> int:
     (args.out / "faithfulness.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'faithfulness.csv'}, {args.out / 'faithfulness.md'} and the figures")
     return 0
+
+
+def kept_rows(out: Path, games: list[str]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """The faithfulness and randomisation rows of the games not in ``games``, from the tables a
+    previous run wrote to ``out``, in the form the per-game tables have (none if there are none)."""
+    tables, randomised = [], []
+    if (out / "faithfulness.csv").exists():
+        old = pd.read_csv(out / "faithfulness.csv")
+        tables.append(old[~old["game"].isin(games)].rename(columns={"mean": "value"}).drop(columns="reference"))
+    if (out / "randomisation.csv").exists():
+        old = pd.read_csv(out / "randomisation.csv")
+        randomised.append(old[~old["game"].isin(games)])
+    return tables, randomised
 
 
 def evaluate(game: str, has_vm: bool, args: argparse.Namespace, out: Path, metrics) -> int:

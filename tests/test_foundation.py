@@ -184,6 +184,27 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path, breakout_states):
         load_agent(tmp_path / "missing.safetensors")
 
 
+def test_int8_storage_keeps_each_weight_within_half_a_step_of_its_channel_scale(tmp_path):
+    """``quantize_int8``: weights (2+ dims) to int8 with one scale per output channel, 1-D tensors
+    to float16, integers untouched; a file saved with ``stored_dtype: int8`` loads as float32."""
+    from xrlkit.checkpoint import INT8_SCALE, load_tensors, quantize_int8, save_tensors
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 3, 3, 3, generator=g) * torch.logspace(-3, 1, 8)[:, None, None, None]
+    weight[5] = 0.0  # an all-zero channel has no scale to divide by
+    tensors = {"conv.weight": weight, "conv.bias": torch.randn(8, generator=g), "steps": torch.tensor([7])}
+    stored = quantize_int8(tensors)
+    assert stored["conv.weight"].dtype == torch.int8 and stored["conv.weight" + INT8_SCALE].shape == (8,)
+    assert stored["conv.bias"].dtype == torch.float16 and torch.equal(stored["steps"], tensors["steps"])
+    path = save_tensors(tmp_path / "w.safetensors", stored, {"stored_dtype": "int8"})
+    back, meta = load_tensors(path)
+    assert set(back) == set(tensors) and meta["stored_dtype"] == "int8"
+    assert back["conv.weight"].dtype == torch.float32 and torch.equal(back["conv.weight"][5], weight[5])
+    step = weight.abs().amax(dim=(1, 2, 3)) / 127  # each channel's own resolution, from 1e-3 to 10
+    assert ((back["conv.weight"] - weight).abs().amax(dim=(1, 2, 3)) <= step / 2 + 1e-7).all()
+    torch.testing.assert_close(back["conv.bias"], tensors["conv.bias"], atol=1e-2, rtol=1e-3)
+
+
 def test_evaluate_reports_unclipped_returns():
     result = evaluate(RandomAgent(4, seed=0), "Breakout", n_episodes=3, seed=0)
     assert len(result.returns) == 3 and all(r >= 0 for r in result.returns)
