@@ -274,6 +274,26 @@ def _frame_numbers(info: dict[str, Any], n_envs: int) -> np.ndarray:
     return np.array(info.get("episode_frame_number", np.zeros(n_envs)), dtype=np.int64)
 
 
+class _GameTally:
+    """Raw game scores of a vector env's games: a game is over when its env really reset (its
+    episode frame counter went back, or the world has none), not at a life loss."""
+
+    def __init__(self, info: dict[str, Any], n_envs: int) -> None:
+        self.n_envs = n_envs
+        self.prev_frame_no = _frame_numbers(info, n_envs)
+        self.returns = np.zeros(n_envs)
+
+    def step(self, reward: np.ndarray, ended: np.ndarray, info: dict[str, Any]) -> list[float]:
+        """Add one step's raw rewards; the scores of the games that ended at it."""
+        self.returns += reward
+        frame_no = _frame_numbers(info, self.n_envs)
+        over = np.flatnonzero(ended & (frame_no <= self.prev_frame_no))
+        scores = [float(self.returns[i]) for i in over]
+        self.returns[over] = 0.0
+        self.prev_frame_no = frame_no
+        return scores
+
+
 def _final_obs(info: dict[str, Any], ended: np.ndarray, like: np.ndarray) -> np.ndarray | None:
     """The ended episodes' last states as ``uint8 [N, 4, 84, 84]`` (other rows: zeros), from
     ``info["final_obs"]`` of either backend (ale: an array; gym: an object array with None)."""
@@ -438,16 +458,12 @@ def train(
     env = make_vector_env(game, cfg.n_envs, env_proto, train=True, seed=env_seed,
                           backend=env_backend, threads=rt.env_threads)
     obs, info = env.reset(seed=env_seed)
-    prev_frame_no = _frame_numbers(info, cfg.n_envs)
-    game_return = np.zeros(cfg.n_envs)
+    games = _GameTally(info, cfg.n_envs)
     if exact:  # replay the recorded actions: the envs' emulators and RNGs end where they were
         for actions in tqdm(actions_taken, desc="replaying the run's actions", unit="step",
                             disable=not progress, dynamic_ncols=True):
             obs, reward, terminated, truncated, info = env.step(actions.astype(np.int64))
-            game_return += reward
-            frame_no = _frame_numbers(info, cfg.n_envs)
-            game_return[(terminated | truncated) & (frame_no <= prev_frame_no)] = 0.0
-            prev_frame_no = frame_no
+            games.step(reward, terminated | truncated, info)
     # (a full ring always holds a few unsampleable transitions, hence the cap at half of it)
     learn_start = max(1, min(cfg.learning_starts_frames // skip, buffer.capacity // 2))
     print(rt.describe(), file=sys.stderr)
@@ -468,14 +484,7 @@ def train(
             ended = terminated | truncated
             learning_reward = proto.learning_reward(reward)
             buffer.add(obs, actions, learning_reward, terminated, truncated, _final_obs(info, ended, obs))
-            # A game is over when the env really reset (its episode frame counter went back),
-            # not at a life loss.
-            game_return += reward
-            frame_no = _frame_numbers(info, cfg.n_envs)
-            for i in np.flatnonzero(ended & (frame_no <= prev_frame_no)):
-                recent.append(float(game_return[i]))
-                game_return[i] = 0.0
-            prev_frame_no = frame_no
+            recent.extend(games.step(reward, ended, info))
             obs = next_obs
             counters["env_steps"] += cfg.n_envs
             bar.update(cfg.n_envs)
