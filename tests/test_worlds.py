@@ -203,6 +203,22 @@ def test_subprocess_workers_leave_the_trainers_process_group():
         env.close()
 
 
+def test_the_highway_frame_shows_what_the_agent_sees_so_maps_overlay_it():
+    """highway-env's gray observation is its render transposed, of a smaller viewport than its
+    default render: the figure frame is that viewport, laid out like the observation."""
+    import cv2
+
+    env = make_env("highway-fast-v0", "highway", seed=3)
+    obs, _ = env.reset(seed=3)
+    for _ in range(3):
+        obs = env.step(1)[0]
+    frame = rgb_frame(env)
+    env.close()
+    assert frame.shape == (336, 336, 3)
+    gray = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (84, 84), interpolation=cv2.INTER_AREA)
+    assert np.corrcoef(gray.ravel().astype(float), obs[-1].ravel().astype(float))[0, 1] > 0.8
+
+
 def test_mask_rows_draw_masks_over_a_world_screen_at_its_own_size():
     """A ViZDoom screen is 240x320: each mask is resized to it, not to Atari's 210x160 (which
     showed only the screen's top-left corner behind the masks)."""

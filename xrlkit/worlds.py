@@ -11,8 +11,10 @@ the paper's agents saw of the Atari games, and enough to show the car ahead or a
 ``highway-fast-v0``            highway-env (pure Python): the ego car on a multi-lane road;
                                actions LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER; the
                                observation is highway-env's own ego-centred gray render,
-                               stacked by highway-env. ~20 steps/s here, bound by its
-                               pure-Python traffic model (see SUBPROCESS_WORLDS).
+                               stacked by highway-env, transposed (its rows run along the
+                               road); :func:`world_frame` renders the same view in colour.
+                               ~20 steps/s here, bound by its pure-Python traffic model
+                               (see SUBPROCESS_WORLDS).
 ``SuperMarioBros-1-1-v0``      gym-super-mario-bros 7.4 on nes-py 8.2 (old ``gym`` API, bridged
                                here): world 1-1 until Mario dies or reaches the flag; the
                                screen (240x256 RGB) to gray, resized, every 4th frame (the reward
@@ -67,13 +69,22 @@ EPISODE_STATS: dict[str, dict[str, str]] = {
 }
 
 
+#: highway-env's pixels per metre in the agent's 84x84 view (it sees 48 m of road around its car)
+HIGHWAY_SCALING = 1.75
+#: the RGB frame for figures shows the agent's view at this many times its resolution
+HIGHWAY_FRAME_ZOOM = 4
+
+
 def _highway(render_mode: str | None) -> gym.Env:
     import highway_env
 
     gym.register_envs(highway_env)
+    zoom = HIGHWAY_FRAME_ZOOM
     return gym.make("highway-fast-v0", render_mode="rgb_array", config={
         "observation": {"type": "GrayscaleObservation", "observation_shape": (SCREEN_SIZE, SCREEN_SIZE),
-                        "stack_size": FRAME_STACK, "weights": [0.2989, 0.5870, 0.1140], "scaling": 1.75},
+                        "stack_size": FRAME_STACK, "weights": [0.2989, 0.5870, 0.1140], "scaling": HIGHWAY_SCALING},
+        # render() draws the observation's viewport (same centre, same metres) at zoom x its pixels
+        "screen_width": zoom * SCREEN_SIZE, "screen_height": zoom * SCREEN_SIZE, "scaling": zoom * HIGHWAY_SCALING,
     })
 
 
@@ -226,6 +237,12 @@ def world_action_meanings(env: gym.Env) -> tuple[str, ...]:
 
 
 def world_frame(env: gym.Env) -> np.ndarray:
-    """The world's current RGB screen ``uint8 [H, W, 3]`` (highway 150x600, Mario 240x256,
-    ViZDoom 240x320)."""
-    return np.asarray(env.unwrapped.render(), dtype=np.uint8)
+    """The world's current RGB screen ``uint8 [H, W, 3]`` (Mario 240x256, ViZDoom 240x320), laid
+    out as the agent's observation, so a map over the observation overlays it: highway-env's
+    observation is its render transposed (rows along the road), so its frame is the render of the
+    observation's viewport, transposed (336x336, the road running down the screen)."""
+    frame = np.asarray(env.unwrapped.render(), dtype=np.uint8)
+    spec = env.unwrapped.spec
+    if spec is not None and spec.id in WORLDS and world_kind(spec.id) == "highway":
+        frame = np.ascontiguousarray(frame.transpose(1, 0, 2))
+    return frame
