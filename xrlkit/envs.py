@@ -25,6 +25,7 @@ with the same observations; the Atari protocols do not apply to them.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 from dataclasses import dataclass
 from typing import Any, SupportsFloat
@@ -252,8 +253,10 @@ def _worker_env(name: str, proto: Protocol, train: bool) -> gym.Env:
     trainer's process group: Ctrl-C and ``timeout`` signal the whole group, and a worker killed
     by that signal would leave the trainer unable to finish the step it waits on and write its
     checkpoint. The trainer handles the signal and closes its workers; a worker whose trainer was
-    killed outright exits when its pipe closes."""
-    os.setpgid(0, 0)
+    killed outright exits when its pipe closes. (gymnasium also calls this once in the trainer's
+    own process, for the spaces: that call leaves the process group alone.)"""
+    if multiprocessing.parent_process() is not None:
+        os.setpgid(0, 0)
     return make_env(name, proto, train=train)
 
 
