@@ -17,7 +17,7 @@ pytest.importorskip("gym_super_mario_bros")
 
 
 @pytest.mark.parametrize("name, meanings, screen", [
-    ("highway-fast-v0", ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER"), (150, 600, 3)),
+    ("highway-fast-v0", ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER"), (336, 336, 3)),
     ("SuperMarioBros-1-1-v0", ("NOOP", "RIGHT", "RIGHT+A", "RIGHT+B", "RIGHT+A+B", "A", "LEFT"), (240, 256, 3)),
     ("VizdoomBasic-v1", ("NOOP", "ATTACK", "MOVE_RIGHT", "MOVE_LEFT"), (240, 320, 3)),
     ("VizdoomHealthGathering-v1", ("NOOP", "MOVE_FORWARD", "TURN_RIGHT", "TURN_LEFT"), (240, 320, 3)),
