@@ -13,6 +13,8 @@ the objects in all four stacked frames (a map may rightly point at where the bal
   action.
 
     .venv/bin/python scripts/grounding_table.py [--games Pong] [--n-states 150]
+
+With ``--games`` only those games are recomputed; the other games' rows stay in the table.
 """
 
 from __future__ import annotations
@@ -88,9 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         fig.savefig(args.out / f"{game}_grounding.png", dpi=100, bbox_inches="tight")
         print(f"{game}: {time.perf_counter() - started:.0f} s for {len(states)} states", flush=True)
     first = ["game", "method", "measure", "mean", "ci_low", "ci_high", "n_states", "beats_random"]
-    pd.concat(tables, ignore_index=True)[first].to_csv(args.out / "grounding.csv", index=False)
+    if args.games:
+        tables = kept_rows(args.out / "grounding.csv", [t["game"].iloc[0] for t in tables]) + tables
+    pd.concat(tables, ignore_index=True).sort_values("game", kind="stable")[first].to_csv(args.out / "grounding.csv", index=False)
     print(f"wrote {args.out / 'grounding.csv'} and the figures")
     return 0
+
+
+def kept_rows(table: Path, games: list[str]) -> list[pd.DataFrame]:
+    """The rows of the games not in ``games`` from the grounding table a previous run wrote
+    (none if there is none), so that recomputing some games keeps the others."""
+    if not table.exists():
+        return []
+    old = pd.read_csv(table)
+    return [old[~old["game"].isin(games)]]
 
 
 if __name__ == "__main__":
