@@ -22,17 +22,17 @@ bin=${XRLKIT_BIN:-.venv/bin}
 run=${RUN_DIR:-runs}/vm-sweep-$game
 "$bin/xrlkit" visionmask collect --agent shipped --game "$game" --n-states 2000 --out "$run/data" \
     --max-episode-steps $((400 * every)) --every "$every" --epsilon 0.05 --seed 0
+models=()  # name=checkpoint: one model per reference, then the game's shipped VisionMask for comparison
 for reference in ${references//,/ }; do
     "$bin/xrlkit" visionmask train --data "$run/data" --agent shipped --out "$run/$reference" --backbone mobilenet \
         --head-channels "$head" --epochs "$epochs" --reference "$reference" --lr 1e-4 --seed 0
-    [ -f "$run/$reference-scores.csv" ] || "$bin/xrlkit" evaluate-explainers --game "$game" --agent shipped \
-        --explainers visionmask --visionmask "$run/$reference/best.safetensors" --reference background \
-        --metrics accuracy,insertion,deletion --n-states 96 --every 30 --seed 3000000 --out "$run/$reference-scores.csv"
+    models+=("$reference=$run/$reference/best.safetensors")
 done
-# the game's shipped VisionMask, on the same states, for comparison
-[ -f "$run/shipped-scores.csv" ] || "$bin/xrlkit" evaluate-explainers --game "$game" --agent shipped \
-    --explainers visionmask --visionmask shipped --reference background \
-    --metrics accuracy,insertion,deletion --n-states 96 --every 30 --seed 3000000 --out "$run/shipped-scores.csv"
+for model in "${models[@]}" shipped=shipped; do
+    [ -f "$run/${model%%=*}-scores.csv" ] || "$bin/xrlkit" evaluate-explainers --game "$game" --agent shipped \
+        --explainers visionmask --visionmask "${model#*=}" --reference background \
+        --metrics accuracy,insertion,deletion --n-states 96 --every 30 --seed 3000000 --out "$run/${model%%=*}-scores.csv"
+done
 "$bin/python" - "$game" "$run" "$references" <<'EOF'
 import json, sys
 from pathlib import Path

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -160,10 +163,6 @@ def test_record_object_states_keeps_states_with_objects_across_games(tiny_agent)
 
 
 def test_grounding_script_keeps_the_rows_of_games_not_recomputed(monkeypatch, tmp_path):
-    from pathlib import Path
-
-    import pandas as pd
-
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
     import grounding_table
 
