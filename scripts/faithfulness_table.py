@@ -32,6 +32,7 @@ from xrlkit.commands.evaluate_explainers import DEFAULT_EXPLAINERS, build_explai
 from xrlkit.evaluation import rollout  # noqa: E402
 from xrlkit.metrics import DERIVED_METRICS, METRICS, REFERENCE_METRICS, explainer_ranks, metric_sanity  # noqa: E402
 from xrlkit.sanity import PASS_BELOW, randomisation_table  # noqa: E402
+from xrlkit.tables import rows_of_other_games  # noqa: E402
 
 #: what each metric puts where it removes pixels, reported with every number
 REFERENCE_OF = {**dict.fromkeys([*REFERENCE_METRICS, "srg"], "background"),
@@ -115,14 +116,9 @@ def main() -> int:
 def kept_rows(out: Path, games: list[str]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """The faithfulness and randomisation rows of the games not in ``games``, from the tables a
     previous run wrote to ``out``, in the form the per-game tables have (none if there are none)."""
-    tables, randomised = [], []
-    if (out / "faithfulness.csv").exists():
-        old = pd.read_csv(out / "faithfulness.csv")
-        tables.append(old[~old["game"].isin(games)].rename(columns={"mean": "value"}).drop(columns="reference"))
-    if (out / "randomisation.csv").exists():
-        old = pd.read_csv(out / "randomisation.csv")
-        randomised.append(old[~old["game"].isin(games)])
-    return tables, randomised
+    tables = [old.rename(columns={"mean": "value"}).drop(columns="reference")
+              for old in rows_of_other_games(out / "faithfulness.csv", games)]
+    return tables, rows_of_other_games(out / "randomisation.csv", games)
 
 
 def evaluate(game: str, has_vm: bool, args: argparse.Namespace, out: Path, metrics) -> int:

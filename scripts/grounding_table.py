@@ -38,6 +38,7 @@ from xrlkit.defaults import shipped, shipped_models  # noqa: E402
 from xrlkit.explainers import make_explainer  # noqa: E402
 from xrlkit.grounding import CROWD_LABELS, OBJECTS_DIR, grounding_table, load_object_states  # noqa: E402
 from xrlkit.runlog import check_out_dir  # noqa: E402
+from xrlkit.tables import rows_of_other_games  # noqa: E402
 
 #: the shipped agents with an attention map of their own, by role, with their label in the table
 ATTENTION_ROLES = {"ife": "IFE", "nature-attention": "CNN-att."}
@@ -91,19 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{game}: {time.perf_counter() - started:.0f} s for {len(states)} states", flush=True)
     first = ["game", "method", "measure", "mean", "ci_low", "ci_high", "n_states", "beats_random"]
     if args.games:
-        tables = kept_rows(args.out / "grounding.csv", [t["game"].iloc[0] for t in tables]) + tables
+        tables = rows_of_other_games(args.out / "grounding.csv", [t["game"].iloc[0] for t in tables]) + tables
     pd.concat(tables, ignore_index=True).sort_values("game", kind="stable")[first].to_csv(args.out / "grounding.csv", index=False)
     print(f"wrote {args.out / 'grounding.csv'} and the figures")
     return 0
-
-
-def kept_rows(table: Path, games: list[str]) -> list[pd.DataFrame]:
-    """The rows of the games not in ``games`` from the grounding table a previous run wrote
-    (none if there is none), so that recomputing some games keeps the others."""
-    if not table.exists():
-        return []
-    old = pd.read_csv(table)
-    return [old[~old["game"].isin(games)]]
 
 
 if __name__ == "__main__":

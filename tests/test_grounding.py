@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -160,15 +157,3 @@ def test_record_object_states_keeps_states_with_objects_across_games(tiny_agent)
     assert objects.states.shape == (6, 4, 84, 84) and all(objects.boxes) and objects.meta["seeds"][0] == 5
     assert all(0 in ag for ag in objects.ages) and max(max(ag) for ag in objects.ages) == 3  # the whole stack
     assert {"Player"} <= {lab for lb in objects.labels for lab in lb}
-
-
-def test_grounding_script_keeps_the_rows_of_games_not_recomputed(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
-    import grounding_table
-
-    rows = [{"game": g, "method": "rise", "measure": "pointing", "mean": m, "ci_low": m - 0.1, "ci_high": m + 0.1,
-             "n_states": 150, "beats_random": True} for g, m in (("Pong", 0.7), ("Breakout", 0.5))]
-    pd.DataFrame(rows).to_csv(tmp_path / "grounding.csv", index=False)
-    (kept,) = grounding_table.kept_rows(tmp_path / "grounding.csv", ["Breakout"])
-    assert kept["game"].tolist() == ["Pong"] and kept["mean"].tolist() == [0.7]
-    assert grounding_table.kept_rows(tmp_path / "none.csv", ["Breakout"]) == []
