@@ -6,9 +6,8 @@
 #
 #   bash scripts/visionmask_reference_sweep.sh GAME [EPOCHS] [EVERY] [HEAD] [REFERENCES]   e.g. Breakout 15 4 32
 #
-# The states and training recipe are scripts/train_default_visionmask.sh's (2,000 states, epsilon 0.05,
-# one state every EVERY agent steps, MobileNet DeepLabv3 with a HEAD-wide ASPP head, lr 1e-4, early
-# stopping). Each model is scored by the faithfulness table's metrics, always with the background
+# The states and training recipe are the shipped explainers' (scripts/visionmask_recipe.sh: 2,000 states,
+# one every EVERY agent steps, MobileNet DeepLabv3 with a HEAD-wide ASPP head, early stopping). Each model is scored by the faithfulness table's metrics, always with the background
 # reference so that the four are compared on one scale, on 96 states of play on seed 3,000,000+
 # (every 30th step): seeds used neither to train the expert nor the VisionMask, nor by
 # scripts/faithfulness_table.py (2,000,000+), so the choice is not made on the states that report it.
@@ -20,12 +19,11 @@ head=${4:-32}
 references=${5:-background,black,mean,blur}
 bin=${XRLKIT_BIN:-.venv/bin}
 run=${RUN_DIR:-runs}/vm-sweep-$game
-"$bin/xrlkit" visionmask collect --agent shipped --game "$game" --n-states 2000 --out "$run/data" \
-    --max-episode-steps $((400 * every)) --every "$every" --epsilon 0.05 --seed 0
+source "$(dirname "$0")/visionmask_recipe.sh"
+collect_states "$game" "$every" "$run/data"
 models=()  # name=checkpoint: one model per reference, then the game's shipped VisionMask for comparison
 for reference in ${references//,/ }; do
-    "$bin/xrlkit" visionmask train --data "$run/data" --agent shipped --out "$run/$reference" --backbone mobilenet \
-        --head-channels "$head" --epochs "$epochs" --reference "$reference" --lr 1e-4 --seed 0
+    train_visionmask "$run/data" "$run/$reference" "$head" "$epochs" "$reference"
     models+=("$reference=$run/$reference/best.safetensors")
 done
 for model in "${models[@]}" shipped=shipped; do
