@@ -6,8 +6,9 @@
 #
 #   bash scripts/visionmask_reference_sweep.sh GAME [EPOCHS] [EVERY] [HEAD] [REFERENCES]   e.g. Breakout 15 4 32
 #
-# The states and training recipe are the shipped explainers' (scripts/visionmask_recipe.sh: 2,000 states,
-# one every EVERY agent steps, MobileNet DeepLabv3 with a HEAD-wide ASPP head, early stopping). Each model is scored by the faithfulness table's metrics, always with the background
+# The states and training recipe are the shipped explainers' (scripts/visionmask_recipe.sh: 2,000
+# states, one every EVERY agent steps, MobileNet DeepLabv3 with a HEAD-wide ASPP head, early
+# stopping). Each model is scored by the faithfulness table's metrics, always with the background
 # reference so that the four are compared on one scale, on 96 states of play on seed 3,000,000+
 # (every 30th step): seeds used neither to train the expert nor the VisionMask, nor by
 # scripts/faithfulness_table.py (2,000,000+), so the choice is not made on the states that report it.
