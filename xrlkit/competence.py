@@ -11,6 +11,10 @@ An agent is **not competent** when its mean score is not clearly above the rando
 (HNS below :data:`MIN_HNS`, with the reference scores of :data:`xrlkit.games.REFERENCE_SCORES`;
 a few evaluation episodes of a random-like agent land a little above random by chance) or when
 one action is its preferred (argmax) action in at least :data:`TOP_ACTION_LIMIT` of the states.
+Where random play scores above zero, :data:`MIN_RANDOM_MULTIPLE` times its score also counts as
+clearly above it: a few games have a human reference hundreds of times random's (Seaquest: 42,055
+against 68), where 5% of the way to human (2,167 points) asks for far more than play that is
+plainly not random (the expert-zoo target for Seaquest is 800, 12x random).
 A world other than Atari has no human reference: there the yardstick is random play measured on
 the same seeds (:func:`random_play`, at least 2 episodes), and the agent's mean must lie
 :data:`MIN_RANDOM_SES` standard errors above random play's mean (its spread can be wide: ViZDoom
@@ -33,6 +37,8 @@ from xrlkit.games import REFERENCE_SCORES
 TOP_ACTION_LIMIT = 0.95
 #: human-normalized score below which an agent plays no better than random: 5% of the way to human
 MIN_HNS = 0.05
+#: or, where random play scores above zero, this many times its score (see the module docstring)
+MIN_RANDOM_MULTIPLE = 10.0
 #: worlds without a human score: how many standard errors of random play's mean score the
 #: agent's mean must lie above it
 MIN_RANDOM_SES = 2.0
@@ -65,9 +71,10 @@ class Competence:
             if not self.score > self.random_score + MIN_RANDOM_SES * self.random_se:
                 out.append(f"scores {self.score:.1f}, not clearly above random play ({self.random_score:.1f} "
                            f"+- {self.random_se:.1f} s.e.)")
-        elif not self.hns >= MIN_HNS:
+        elif not (self.hns >= MIN_HNS or (self.random_score > 0 and self.score >= MIN_RANDOM_MULTIPLE * self.random_score)):
+            multiple = f", under {MIN_RANDOM_MULTIPLE:g}x random" if self.random_score > 0 else ""
             out.append(f"scores {self.score:.1f}, no better than random ({self.random_score:.1f}; "
-                       f"HNS {self.hns:.2f} < {MIN_HNS})")
+                       f"HNS {self.hns:.2f} < {MIN_HNS}{multiple})")
         if self.top_action_share >= TOP_ACTION_LIMIT:
             out.append(f"chooses {self.top_action} in {self.top_action_share:.0%} of states")
         return out
