@@ -172,14 +172,37 @@ def learning_curve(
     if ax is None:
         ax = plt.subplots(figsize=(5, 3.2))[1]
     ax.plot(frames, returns, marker="o", label=label)
-    for value, name, style in ((random_score, "random", ":"), (human_score, "human", "--")):
-        if value is not None:
-            ax.axhline(value, color="gray", linestyle=style, label=name)
+    reference_lines(ax, returns, random_score, human_score)
     ax.set_xlabel("environment frames")
     ax.set_ylabel("evaluation score (unclipped)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+#: a reference score further from the plotted scores than this many times their range is named in
+#: the legend instead of drawn (drawn, it would flatten the curves to a line along the axis)
+REFERENCE_REACH = 3.0
+
+
+def reference_lines(ax: Axes, scores: Sequence[float], random_score: float | None = None,
+                    human_score: float | None = None) -> None:
+    """Random play's (dotted) and the human's (dashed) score as horizontal lines over ``scores``
+    (the plotted scores; NaN ignored). A human score more than :data:`REFERENCE_REACH` times the
+    range of the scores and random play's away from them (Seaquest's 42,055 over scores below
+    1,000) is named in the legend, "off the scale", and not drawn."""
+    if random_score is not None:
+        ax.axhline(random_score, color="gray", linestyle=":", label="random play")
+    if human_score is None:
+        return
+    plotted = [float(v) for v in scores if v == v] + ([random_score] if random_score is not None else [])
+    low, high = min(plotted, default=human_score), max(plotted, default=human_score)
+    reach = REFERENCE_REACH * (high - low)
+    if low - reach <= human_score <= high + reach:
+        ax.axhline(human_score, color="gray", linestyle="--", label="human")
+    else:
+        ax.plot([], [], color="gray", linestyle="--", label=f"human: {human_score:,.0f} (off the scale)")
+
 
 def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, evaluations: bool = True,
                   max_frames: float | None = None) -> Figure:
@@ -195,7 +218,7 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
     from xrlkit.runlog import read_curve
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    games = set()
+    games, plotted = set(), []
     for i, (label, folder) in enumerate(runs.items()):
         folder = Path(folder)
         meta = next((read_meta(folder / n) for n in ("agent.safetensors", "resume.safetensors")
@@ -205,15 +228,15 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
         color = f"C{i}"
         ax.plot(curve["frames"], curve["train_return_recent"], color=color, alpha=0.8,
                 label=f"{label}: training games (last 100)")
+        plotted += list(curve["train_return_recent"])
         ev = [(f, m, n) for f, m, n in zip(curve["frames"], curve.get("eval_mean", []), curve.get("eval_episodes", []))
               if m == m]  # NaN: no evaluation at that row
         if evaluations and ev:
             ax.plot([f for f, _, _ in ev], [m for _, m, _ in ev], "o", color=color,
                     label=f"{label}: evaluation (mean of {int(ev[-1][2])} games)")
+            plotted += [m for _, m, _ in ev]
     if len(games) == 1 and next(iter(games)) in REFERENCE_SCORES:
-        random_score, human_score = REFERENCE_SCORES[next(iter(games))]
-        ax.axhline(random_score, color="gray", linestyle=":", label="random play")
-        ax.axhline(human_score, color="gray", linestyle="--", label="human")
+        reference_lines(ax, plotted, *REFERENCE_SCORES[next(iter(games))])
     if max_frames:
         ax.set_xlim(0, max_frames)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M"))
