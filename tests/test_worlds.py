@@ -239,6 +239,20 @@ def test_mask_rows_draw_masks_over_a_world_screen_at_its_own_size():
         plotting.mask_rows(frames, masks[:1], ("NOOP", "ATTACK", "MOVE_RIGHT", "MOVE_LEFT"), [1, 3])
 
 
+def test_mask_rows_wrap_a_game_with_many_actions():
+    """Seaquest's 18 masks per state: two rows of MASK_COLUMNS, the screen once per state."""
+    from xrlkit import plotting
+
+    names = tuple(f"A{i}" for i in range(18))
+    frames = np.zeros((2, 210, 160, 3), dtype=np.uint8)
+    masks = np.random.default_rng(1).random((2, 18, 84, 84)).astype(np.float32)
+    fig = plotting.mask_rows(frames, masks, names, [17, 0])
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 * 19 and plotting.MASK_COLUMNS == 9
+    assert [ax.get_title() for ax in panels if "(chosen)" in ax.get_title()] == ["A17 (chosen)", "A0 (chosen)"]
+    assert fig.axes[0].get_gridspec().get_geometry() == (4, 10)
+
+
 def test_the_old_gym_that_mario_needs_prints_no_notice():
     """Stable-Baselines3 imports the old gym whenever it is installed, and gym 0.26 prints a
     'move to gymnasium' notice on import: xrlkit imports it quietly, so no command prints it."""

@@ -131,6 +131,10 @@ def action_masks(
     return fig
 
 
+#: most mask panels in one row of :func:`mask_rows`
+MASK_COLUMNS = 9
+
+
 def mask_rows(
     frames: np.ndarray | torch.Tensor,
     masks: np.ndarray | torch.Tensor,
@@ -142,7 +146,8 @@ def mask_rows(
 ) -> Figure:
     """One row per state: its screen ``frames[i]`` (any world's ``[H, W, 3]``, or a state), then
     every action's mask ``masks[i, k] [84, 84]`` (values in [0, 1]) over it, the agent's
-    ``chosen[i]`` marked in red. Panels keep the screen's aspect ratio."""
+    ``chosen[i]`` marked in red. Panels keep the screen's aspect ratio. A game with more than
+    :data:`MASK_COLUMNS` actions (Seaquest: 18) wraps each state's masks onto more rows."""
     m = _to_numpy(masks)
     if m.ndim != 4 or m.shape[1] != len(action_meanings) or len(m) != len(frames) or len(chosen) != len(m):
         raise ValueError(f"masks {m.shape} do not match {len(frames)} frames, {len(chosen)} choices and "
@@ -150,14 +155,23 @@ def mask_rows(
     img0 = frame_image(frames[0])
     panel_h = 1.8 * img0.shape[0] / img0.shape[1]
     k = len(action_meanings)
-    fig, axes = plt.subplots(len(m), k + 1, figsize=(1.8 * (k + 1) + 0.8, (panel_h + 0.45) * len(m) + 0.4),
-                             squeeze=False, layout="constrained")
+    cols = min(k, MASK_COLUMNS)
+    lines = -(-k // cols)  # rows of masks per state
+    fig, axes = plt.subplots(len(m) * lines, cols + 1, squeeze=False, layout="constrained",
+                             figsize=(1.8 * (cols + 1) + 0.8, (panel_h + 0.45) * len(m) * lines + 0.4))
     for row in range(len(m)):
         img = frame_image(frames[row])
         label = row_labels[row] if row_labels is not None else f"state {row}"
-        overlay(axes[row, 0], img, title=f"{label}\nagent: {action_meanings[chosen[row]]}")
-        for a in range(k):
-            im = _mask_panel(axes[row, a + 1], img, m[row, a], action_meanings[a], a == chosen[row])
+        top = row * lines
+        overlay(axes[top, 0], img, title=f"{label}\nagent: {action_meanings[chosen[row]]}")
+        for ax in axes[top + 1:top + lines, 0]:
+            ax.axis("off")
+        for a in range(lines * cols):
+            ax = axes[top + a // cols, 1 + a % cols]
+            if a >= k:
+                ax.axis("off")
+                continue
+            im = _mask_panel(ax, img, m[row, a], action_meanings[a], a == chosen[row])
     fig.colorbar(im, ax=axes, fraction=0.02, label="mask value (1 = kept)")
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
