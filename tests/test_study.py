@@ -75,11 +75,11 @@ def test_study_says_how_long_expert_training_should_take(tmp_path, capsys):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _notebook(nbs / "01_train.ipynb", "pass", 'game = "Pong"\nout_dir = ""\nexpert_frames = 0')
-    run_study("Breakout,Seaquest", tmp_path / "a", notebook_dir=nbs, parameters={"expert_frames": 400_000})
+    run_study("Breakout,Asterix", tmp_path / "a", notebook_dir=nbs, parameters={"expert_frames": 400_000})
     said = capsys.readouterr().out
-    assert "PPO expert of 400,000 frames for each of 1 game(s)" in said  # Breakout ships one, Seaquest not
+    assert "PPO expert of 400,000 frames for each of 1 game(s)" in said  # Breakout ships one, Asterix not
     assert "expected time: about" in said and "100,000 agent steps" in said
-    run_study("Seaquest", tmp_path / "b", notebook_dir=nbs)  # no training asked: nothing said
+    run_study("Asterix", tmp_path / "b", notebook_dir=nbs)  # no training asked: nothing said
     assert "expected time" not in capsys.readouterr().out
 
 
@@ -95,12 +95,12 @@ def _study_benchmark(path: Path) -> Path:
 def test_study_plan_estimates_from_the_benchmark(tmp_path):
     bench = _study_benchmark(tmp_path / "study.json")
     nbs = [Path("01_train.ipynb"), Path("02_explain.ipynb")]
-    # Breakout ships an expert (900 s), Boxing and Seaquest do not (1,200 s each): 3,300 s on 2 cores
-    plan = study_plan(["Breakout", "Boxing", "Seaquest"], nbs, tmp_path / "out", cpus=4, benchmark=bench)
+    # Breakout ships an expert (900 s), Boxing and Asterix do not (1,200 s each): 3,300 s on 2 cores
+    plan = study_plan(["Breakout", "Boxing", "Asterix"], nbs, tmp_path / "out", cpus=4, benchmark=bench)
     assert "3 game(s) x 2 notebook(s): 6 to run" in plan
     assert "1.8 CPU-hours" in plan  # 3,300 s x 2 cores
     assert "about 0.6 h with 2 game(s) at a time" in plan  # 1,200 | 900 + 1,200 s: 2,100 s
-    assert "0.9 h with 1 game(s)" in study_plan(["Breakout", "Boxing", "Seaquest"], nbs, tmp_path / "out", cpus=4,
+    assert "0.9 h with 1 game(s)" in study_plan(["Breakout", "Boxing", "Asterix"], nbs, tmp_path / "out", cpus=4,
                                                  workers=1, benchmark=bench)
     (tmp_path / "out" / "Boxing").mkdir(parents=True)
     (tmp_path / "out" / "Boxing" / "01_train.done").write_text('{"seconds": 1}')

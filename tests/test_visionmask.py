@@ -213,9 +213,9 @@ def test_collect_command_takes_the_shipped_expert(tmp_path: Path, capsys: pytest
     assert main(["visionmask", "collect", "--agent", "shipped", "--game", "Breakout", "--n-states", "4",
                  "--max-episode-steps", "8", "--every", "2", "--out", str(out)]) == 0
     assert dataset_meta(out)["agent"]["path"].endswith("Breakout-ppo-expert.zip")
-    assert main(["visionmask", "collect", "--agent", "shipped", "--game", "Seaquest", "--n-states", "4",
+    assert main(["visionmask", "collect", "--agent", "shipped", "--game", "Asterix", "--n-states", "4",
                  "--out", str(tmp_path / "none")]) == 2
-    assert "ships no expert model for Seaquest" in capsys.readouterr().err
+    assert "ships no expert model for Asterix" in capsys.readouterr().err
 
 
 def test_corrupted_or_tampered_data_fails_clearly(dataset_dir: Path, tiny_agent: QAgent, tmp_path: Path) -> None:
