@@ -9,6 +9,8 @@
   distill``, whose ``origin: distilled``, teacher and held-out agreement go into the manifest); weights are
   stored in float16 where that changes the logits by less than 0.05 on random states (checked here;
   else in float32) with the trainer's metadata, and it is scored on seeds the trainer never used (``--eval-seed``).
+  With ``--stored-dtype int8`` (half of float16) the logits may move by no more than 0.05 on 64 states of
+  the agent's own play (as for a VisionMask: random pixels, far from its domain, move them more).
 * ``visionmask``: a VisionMask checkpoint; weights are stored in float16 (halves the size) or, with
   ``--stored-dtype int8``, in int8 with per-channel scales (:func:`xrlkit.checkpoint.quantize_int8`,
   a quarter), with the same metadata; no mask value in [0, 1] may move by more than 0.05 on states
@@ -20,7 +22,7 @@ the manifest as they were.
 
 Usage:
     python scripts/ship_model.py sb3 SRC.zip --game Breakout --role expert --command "..." [--protocol rlzoo] [--act-mode sample]
-    python scripts/ship_model.py xrlkit SRC.safetensors --game Pong --command "..." [--act-mode sample] [--role second-seed | ife]
+    python scripts/ship_model.py xrlkit SRC.safetensors --game Pong --command "..." [--act-mode sample] [--role second-seed | ife] [--stored-dtype int8]
     python scripts/ship_model.py visionmask SRC.safetensors --game Breakout --command "..." [--stored-dtype int8]
 """
 
@@ -95,32 +97,40 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, act_mode: str, eval_seed: int) -> dict:
+def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, act_mode: str, eval_seed: int,
+                stored_dtype: str = "float16") -> dict:
     from xrlkit.agents.load import agent_protocol
     from xrlkit.checkpoint import load_agent, save_agent
     from xrlkit.competence import random_play
+    from xrlkit.evaluation import rollout
 
     agent = load_agent(src, game=game, act_mode=act_mode)
     meta = {k: v for k, v in agent.meta.items()
             if k not in ("kind", "config", "game", "n_actions", "action_meanings", "act_mode", "versions")}
-    states = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    if stored_dtype == "int8":
+        states = torch.as_tensor(rollout(agent, game, 64, protocol=agent_protocol(agent), seed=eval_seed, every=8).states)
+        checked_on = f"64 states of the agent's play (every 8th step, seed {eval_seed})"
+    else:
+        states = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        checked_on = "64 random states"
     before = agent.logits(states).detach()
     algo, encoder, origin = meta.get("algo", "rainbow"), meta.get("encoder", "nature"), meta.get("origin", "rl")
     name = f"{game}-{algo}-{encoder}" + ("" if role == encoder else f"-{role}")
     dst = _staging() / f"{name}.safetensors"
-    for dtype in ("float16", "float32"):  # float32 where float16 moves the logits too far
-        save_agent(agent.to(getattr(torch, dtype)), dst, game=game, **{
+    # float32 where float16 moves the logits too far; int8 only when asked, and never beyond the bound
+    for dtype in ("int8",) if stored_dtype == "int8" else ("float16", "float32"):
+        save_agent(agent if dtype == "int8" else agent.to(getattr(torch, dtype)), dst, game=game, **{
             **meta, "stored_dtype": dtype, "command": command, "versions": agent.meta.get("versions")})
         packed = load_agent(dst, game=game)
         diff = float((packed.logits(states).detach() - before).abs().max())
-        if dtype == "float16":
-            fp16_diff = diff
+        if dtype != "float32":
+            stored_diff = diff
         if diff <= 0.05:
             break
         if dtype == "float16":
             print(f"float16 weights change the logits by {diff:.4f} (bound 0.05): storing float32", file=sys.stderr)
     else:
-        raise SystemExit(f"float32 weights change the logits by {diff:.4f}; not shipping")
+        raise SystemExit(f"{dtype} weights change the logits by {diff:.4f} on {checked_on} (bound 0.05); not shipping")
     protocol = agent_protocol(packed)
     result = evaluate(packed, game, episodes, protocol=protocol, seed=eval_seed, progress=True)
     # a distilled agent carries its teacher, recipe and held-out agreement (xrlkit.agents.distill)
@@ -134,7 +144,8 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
     return {"game": game, "role": role, "file": dst.name, "kind": f"xrlkit-{algo}", "algo": algo, "encoder": encoder,
             "origin": origin, **distilled, "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
             "act_mode": act_mode, "command": command, "stored_dtype": packed.meta["stored_dtype"],
-            "max_logit_change_fp16": fp16_diff,
+            f"max_logit_change_{'int8' if stored_dtype == 'int8' else 'fp16'}": stored_diff,
+            "logit_change_on": checked_on,
             "eval_returns": result.returns, "eval_mean": result.mean, "eval_hns": _finite(result.hns),
             "eval_protocol": f"{episodes} episodes, seeds from {eval_seed}, {act_mode}, {protocol} protocol"}
 
@@ -188,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="xrlkit: first seed of the scoring episodes (the trainer uses seed + 10_000 for its own); "
                         "visionmask: seed of the expert play its storage check runs on")
     p.add_argument("--stored-dtype", choices=("float16", "int8"), default="float16",
-                   help="visionmask: how its weights are stored (int8: per-channel, a quarter of float32)")
+                   help="visionmask, xrlkit: how the weights are stored (int8: per-channel, a quarter of float32; "
+                        "an xrlkit agent's float16 falls back to float32 where it moves the logits too far)")
     p.add_argument("--act-mode", choices=("greedy", "sample"), default="greedy",
                    help="how the shipped agent plays: argmax, or draws from its policy")
     args = p.parse_args(argv)
@@ -198,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.kind == "sb3":
             entry = ship_sb3(args.src, game, args.role, args.command, args.protocol, args.episodes, args.act_mode)
         elif args.kind == "xrlkit":
-            entry = ship_xrlkit(args.src, game, args.role, args.command, args.episodes, args.act_mode, args.eval_seed)
+            entry = ship_xrlkit(args.src, game, args.role, args.command, args.episodes, args.act_mode, args.eval_seed,
+                                args.stored_dtype)
         else:
             entry = ship_visionmask(args.src, game, args.command, args.stored_dtype, args.eval_seed)
         os.replace(_staging() / entry["file"], MODELS_DIR / entry["file"])

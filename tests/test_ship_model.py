@@ -74,3 +74,30 @@ def test_a_world_agent_ships_with_random_play_and_its_episode_stats(ship_model, 
     assert played == ["QAgent", "RandomAgent"]
     assert entry["eval_mean"] == 21.0 and entry["random_eval_mean"] == 8.0 and entry["eval_hns"] is None
     assert entry["eval_stats"] == {"crashed": 0.0, "speed": 25.0} and entry["random_eval_stats"]["crashed"] == 1.0
+
+
+def test_an_agent_stored_in_int8_is_checked_on_its_own_play_and_loads_back(ship_model, tiny_agent, tmp_path, monkeypatch):
+    """--stored-dtype int8: a quarter of float32's size, logits within the bound on states of play,
+    and the loaded agent is float32 again; a bound it breaks stops the shipping with nothing written."""
+    import torch
+
+    from xrlkit.checkpoint import load_agent
+
+    (ship_model.MODELS_DIR / "manifest.json").write_text("[]\n")
+    src = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout", frames=1000, seed=3)
+    monkeypatch.setattr(ship_model, "evaluate", lambda *a, **k: EvalResult("Breakout", returns=[5.0], lengths=[100]))
+    argv = ["xrlkit", str(src), "--game", "Breakout", "--command", "xrlkit train ...", "--episodes", "1",
+            "--stored-dtype", "int8", "--eval-seed", "7"]
+    assert ship_model.main(argv) == 0
+    (entry,) = json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())
+    assert entry["stored_dtype"] == "int8" and entry["max_logit_change_int8"] <= 0.05
+    assert entry["logit_change_on"] == "64 states of the agent's play (every 8th step, seed 7)"
+    packed = ship_model.MODELS_DIR / entry["file"]
+    assert packed.stat().st_size < 0.3 * src.stat().st_size
+    assert next(load_agent(packed, game="Breakout").parameters()).dtype == torch.float32
+
+    # a storage that doubles every weight breaks the bound
+    monkeypatch.setattr("xrlkit.checkpoint.quantize_int8", lambda t: {k: v * 2 for k, v in t.items()})
+    with pytest.raises(SystemExit, match="int8 weights change the logits by .* on 64 states of the agent's play"):
+        ship_model.main(argv)
+    assert [e["file"] for e in json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())] == [entry["file"]]

@@ -137,7 +137,9 @@ AGENT_KINDS: dict[str, tuple[type, type]] = {"q": (QAgent, QNetConfig), "policy"
 
 def save_agent(agent: QAgent | PolicyAgent, path: str | Path, *, game: str, **meta: Any) -> Path:
     """Save a :class:`QAgent` or :class:`PolicyAgent` with its config, game and any extra
-    metadata (steps, protocol, ...); a policy's ``act_mode`` is stored with it."""
+    metadata (steps, protocol, ...); a policy's ``act_mode`` is stored with it. With
+    ``stored_dtype="int8"`` in the metadata the weights are stored by :func:`quantize_int8`
+    (:func:`load_agent` gives them back in float32)."""
     kind = next(k for k, (cls, _) in AGENT_KINDS.items() if isinstance(agent, cls))
     if kind == "policy":
         meta = {"act_mode": agent.act_mode, **meta}
@@ -145,7 +147,10 @@ def save_agent(agent: QAgent | PolicyAgent, path: str | Path, *, game: str, **me
         "kind": kind, "config": agent.config_dict(), "game": resolve_game(game),
         "n_actions": agent.n_actions, "action_meanings": list(agent.action_meanings), **meta,
     }
-    return save_tensors(path, agent.state_dict(), info)
+    tensors = agent.state_dict()
+    if meta.get("stored_dtype") == "int8":
+        tensors = quantize_int8({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    return save_tensors(path, tensors, info)
 
 
 def load_agent(
