@@ -97,19 +97,28 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _states_of_play(agent, game: str, seed: int) -> tuple[torch.Tensor, str]:
+    """The states an int8 storage check runs on, ``uint8 [64, 4, 84, 84]``: every 8th step of the
+    agent's own play from ``seed`` (random pixels are far from a model's domain: there int8 moves a
+    VisionMask's masks by ~0.15 where it moves them by ~0.01 on real states), and how to name them."""
+    from xrlkit.agents.load import agent_protocol
+    from xrlkit.evaluation import rollout
+
+    states = rollout(agent, game, 64, protocol=agent_protocol(agent), seed=seed, every=8).states
+    return torch.as_tensor(states), f"64 states of the agent's play (every 8th step, seed {seed})"
+
+
 def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, act_mode: str, eval_seed: int,
                 stored_dtype: str = "float16") -> dict:
     from xrlkit.agents.load import agent_protocol
     from xrlkit.checkpoint import load_agent, save_agent
     from xrlkit.competence import random_play
-    from xrlkit.evaluation import rollout
 
     agent = load_agent(src, game=game, act_mode=act_mode)
     meta = {k: v for k, v in agent.meta.items()
             if k not in ("kind", "config", "game", "n_actions", "action_meanings", "act_mode", "versions")}
     if stored_dtype == "int8":
-        states = torch.as_tensor(rollout(agent, game, 64, protocol=agent_protocol(agent), seed=eval_seed, every=8).states)
-        checked_on = f"64 states of the agent's play (every 8th step, seed {eval_seed})"
+        states, checked_on = _states_of_play(agent, game, eval_seed)
     else:
         states = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         checked_on = "64 random states"
@@ -155,9 +164,8 @@ MASK_CHANGE_BOUND = 0.05
 
 
 def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check_seed: int) -> dict:
-    from xrlkit.agents.load import agent_protocol, load_any_agent
+    from xrlkit.agents.load import load_any_agent
     from xrlkit.checkpoint import quantize_int8
-    from xrlkit.evaluation import rollout
     from xrlkit.visionmask import load_visionmask
     from xrlkit.visionmask.model import file_sha256
 
@@ -171,10 +179,8 @@ def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check
               else {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()})
     dst = _staging() / f"{game}-visionmask.safetensors"
     save_tensors(dst, stored, {**meta, "stored_dtype": stored_dtype, "command": command})
-    # the check runs on the explainer's own domain, states of the expert's play (random pixels
-    # are far from it: there int8 moves masks by ~0.15 where it moves them by ~0.01 on real states)
-    agent = load_any_agent(expert, game=game)
-    states = torch.as_tensor(rollout(agent, game, 64, protocol=agent_protocol(agent), seed=check_seed, every=8).states)
+    # the check runs on the explainer's own domain, states of the expert's play
+    states, checked_on = _states_of_play(load_any_agent(expert, game=game), game, check_seed)
     full, packed = load_visionmask(src), load_visionmask(dst)
     diff = float((full.explain(states) - packed.explain(states)).abs().max())
     if diff > MASK_CHANGE_BOUND:
@@ -182,7 +188,7 @@ def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check
     return {"game": game, "role": "visionmask", "file": dst.name, "kind": "visionmask", "command": command,
             "backbone": meta["backbone"], "head_channels": meta.get("head_channels", 256),
             "reference_mode": meta["reference_mode"], "stored_dtype": stored_dtype, "max_mask_change": diff,
-            "mask_change_on": f"64 states of the expert's play (every 8th step, seed {check_seed})",
+            "mask_change_on": checked_on,
             "epoch": meta.get("epoch"), "val_loss": meta.get("score")}
 
 
