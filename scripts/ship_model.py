@@ -9,11 +9,13 @@
   distill``, whose ``origin: distilled``, teacher and held-out agreement go into the manifest); weights are
   stored in float16 where that changes the logits by less than 0.05 on random states (checked here;
   else in float32) with the trainer's metadata, and it is scored on seeds the trainer never used (``--eval-seed``).
-  With ``--stored-dtype int8`` (half of float16) the logits may move by no more than 0.05 on 64 states of
-  the agent's own play (as for a VisionMask: random pixels, far from its domain, move them more).
+  With ``--stored-dtype int8`` its fully connected layers are stored in int8 and its small weights
+  in float16 (:data:`xrlkit.checkpoint.AGENT_INT8_MIN_NUMEL`; ~60% of float16's size) and the logits
+  may move by no more than 0.05 on 64 states of the agent's own play (as for a VisionMask: random
+  pixels, far from its domain, move them more).
 * ``visionmask``: a VisionMask checkpoint; weights are stored in float16 (halves the size) or, with
-  ``--stored-dtype int8``, in int8 with per-channel scales (:func:`xrlkit.checkpoint.quantize_int8`,
-  a quarter), with the same metadata; no mask value in [0, 1] may move by more than 0.05 on states
+  ``--stored-dtype int8``, in int8 with a scale per group of 64 weights (:func:`xrlkit.checkpoint.quantize_int8`,
+  about a quarter), with the same metadata; no mask value in [0, 1] may move by more than 0.05 on states
   of the expert's play (checked here: the agents' bound).
 
 A model is written to ``xrlkit/data/models/.staging`` first and moved into place only when every
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="xrlkit: first seed of the scoring episodes (the trainer uses seed + 10_000 for its own); "
                         "visionmask: seed of the expert play its storage check runs on")
     p.add_argument("--stored-dtype", choices=("float16", "int8"), default="float16",
-                   help="visionmask, xrlkit: how the weights are stored (int8: per-channel, a quarter of float32; "
+                   help="visionmask, xrlkit: how the weights are stored (int8: a scale per 64 weights; an agent keeps its small "
+                        "weights in float16; "
                         "an xrlkit agent's float16 falls back to float32 where it moves the logits too far)")
     p.add_argument("--act-mode", choices=("greedy", "sample"), default="greedy",
                    help="how the shipped agent plays: argmax, or draws from its policy")
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(_staging() / entry["file"], MODELS_DIR / entry["file"])
     finally:
         shutil.rmtree(_staging(), ignore_errors=True)
-    entry["size_mb"] = round((MODELS_DIR / entry["file"]).stat().st_size / 2**20, 2)
+    entry["size_mb"] = round((MODELS_DIR / entry["file"]).stat().st_size / 1e6, 2)
     _update_manifest(entry)
     print(json.dumps(entry, indent=1))
     return 0

@@ -184,17 +184,23 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path, breakout_states):
         load_agent(tmp_path / "missing.safetensors")
 
 
-def test_int8_storage_keeps_each_weight_within_half_a_step_of_its_channel_scale(tmp_path):
-    """``quantize_int8``: weights (2+ dims) to int8 with one scale per output channel, 1-D tensors
-    to float16, integers untouched; a file saved with ``stored_dtype: int8`` loads as float32."""
-    from xrlkit.checkpoint import INT8_SCALE, load_tensors, quantize_int8, save_tensors
+def test_int8_storage_keeps_each_weight_within_half_a_step_of_its_group_scale(tmp_path):
+    """``quantize_int8``: weights (2+ dims) to int8 with one scale per group of ``INT8_GROUP``
+    entries of a row (a row it does not divide is one group), 1-D tensors and weights under
+    ``min_numel`` to float16, integers untouched; a file saved with ``stored_dtype: int8`` loads
+    as float32, and so does one written with one scale per row."""
+    from xrlkit.checkpoint import INT8_GROUP, INT8_SCALE, load_tensors, quantize_int8, save_tensors
 
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(8, 3, 3, 3, generator=g) * torch.logspace(-3, 1, 8)[:, None, None, None]
     weight[5] = 0.0  # an all-zero channel has no scale to divide by
-    tensors = {"conv.weight": weight, "conv.bias": torch.randn(8, generator=g), "steps": torch.tensor([7])}
+    linear = torch.randn(4, 2 * INT8_GROUP, generator=g) * 1e-2
+    linear[:, 0] = 10.0  # one large weight in each row's first group
+    tensors = {"conv.weight": weight, "fc.weight": linear, "conv.bias": torch.randn(8, generator=g),
+               "steps": torch.tensor([7])}
     stored = quantize_int8(tensors)
-    assert stored["conv.weight"].dtype == torch.int8 and stored["conv.weight" + INT8_SCALE].shape == (8,)
+    assert stored["conv.weight"].dtype == torch.int8 and stored["conv.weight" + INT8_SCALE].shape == (8, 1)
+    assert stored["fc.weight"].dtype == torch.int8 and stored["fc.weight" + INT8_SCALE].shape == (4, 2)
     assert stored["conv.bias"].dtype == torch.float16 and torch.equal(stored["steps"], tensors["steps"])
     path = save_tensors(tmp_path / "w.safetensors", stored, {"stored_dtype": "int8"})
     back, meta = load_tensors(path)
@@ -202,7 +208,20 @@ def test_int8_storage_keeps_each_weight_within_half_a_step_of_its_channel_scale(
     assert back["conv.weight"].dtype == torch.float32 and torch.equal(back["conv.weight"][5], weight[5])
     step = weight.abs().amax(dim=(1, 2, 3)) / 127  # each channel's own resolution, from 1e-3 to 10
     assert ((back["conv.weight"] - weight).abs().amax(dim=(1, 2, 3)) <= step / 2 + 1e-7).all()
+    # the second group keeps its own fine resolution; one scale per row would round it all to 0
+    second = linear[:, INT8_GROUP:]
+    assert ((back["fc.weight"][:, INT8_GROUP:] - second).abs() <= second.abs().amax() / 254 + 1e-7).all()
+    assert back["fc.weight"][:, INT8_GROUP:].abs().amax() > 0
     torch.testing.assert_close(back["conv.bias"], tensors["conv.bias"], atol=1e-2, rtol=1e-3)
+
+    small = quantize_int8(tensors, min_numel=weight.numel() + 1)
+    assert small["conv.weight"].dtype == torch.float16 and "conv.weight" + INT8_SCALE not in small
+    assert small["fc.weight"].dtype == torch.int8
+
+    rowwise = {**stored, "fc.weight" + INT8_SCALE: torch.full((4,), 10.0 / 127)}
+    rowwise["fc.weight"] = torch.round(linear / (10.0 / 127)).to(torch.int8)
+    old, _ = load_tensors(save_tensors(tmp_path / "old.safetensors", rowwise, {"stored_dtype": "int8"}))
+    assert torch.allclose(old["fc.weight"][:, 0], torch.full((4,), 10.0)) and old["fc.weight"].shape == linear.shape
 
 
 def test_evaluate_reports_unclipped_returns():

@@ -97,7 +97,7 @@ def test_an_agent_stored_in_int8_is_checked_on_its_own_play_and_loads_back(ship_
     assert next(load_agent(packed, game="Breakout").parameters()).dtype == torch.float32
 
     # a storage that doubles every weight breaks the bound
-    monkeypatch.setattr("xrlkit.checkpoint.quantize_int8", lambda t: {k: v * 2 for k, v in t.items()})
+    monkeypatch.setattr("xrlkit.checkpoint.quantize_int8", lambda t, **kw: {k: v * 2 for k, v in t.items()})
     with pytest.raises(SystemExit, match="int8 weights change the logits by .* on 64 states of the agent's play"):
         ship_model.main(argv)
     assert [e["file"] for e in json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())] == [entry["file"]]
