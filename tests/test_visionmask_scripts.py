@@ -54,7 +54,14 @@ def test_default_script_and_sweep_share_the_states_and_the_training_recipe(recor
     assert _flags(train)["--head-channels"] == "32" and _flags(train)["--reference"] == "background"
     assert ship[1] == "scripts/ship_model.py" and _flags(ship)["--stored-dtype"] == "int8"
     assert _flags(ship)["--command"] == "bash scripts/train_default_visionmask.sh Breakout 15 4 32 int8"
+    assert _flags(collect)["--n-states"] == "2000"
     scored = [c for c in sweep_calls if c[:2] == ["xrlkit", "evaluate-explainers"]]
     assert [_flags(c)["--visionmask"].split("/")[-2:] for c in scored[:2]] == \
         [["background", "best.safetensors"], ["blur", "best.safetensors"]]
     assert _flags(scored[2])["--visionmask"] == "shipped"
+
+
+def test_default_script_collects_the_states_it_is_asked_for_and_names_them_in_its_command(recording_bin):
+    collect, _, ship = _run("train_default_visionmask.sh", ["Seaquest", "10", "4", "32", "int8", "10000"], recording_bin)
+    assert _flags(collect)["--n-states"] == "10000"
+    assert _flags(ship)["--command"] == "bash scripts/train_default_visionmask.sh Seaquest 10 4 32 int8 10000"
