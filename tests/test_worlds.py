@@ -253,6 +253,21 @@ def test_mask_rows_wrap_a_game_with_many_actions():
     assert fig.axes[0].get_gridspec().get_geometry() == (4, 10)
 
 
+def test_mask_rows_name_each_action_with_its_probability():
+    """``probs [N, K]`` puts the agent's probability of each action under its name; a shape that
+    does not match the masks is refused."""
+    from xrlkit import plotting
+
+    frames = np.zeros((1, 210, 160, 3), dtype=np.uint8)
+    masks = np.full((1, 4, 84, 84), 0.5, dtype=np.float32)
+    probs = np.array([[0.1, 0.6, 0.2, 0.1]])
+    fig = plotting.mask_rows(frames, masks, ("NOOP", "FIRE", "RIGHT", "LEFT"), [1], probs=probs)
+    titles = [ax.get_title() for ax in fig.axes if ax.images][1:]
+    assert titles == ["NOOP\np=0.10", "FIRE\np=0.60 (chosen)", "RIGHT\np=0.20", "LEFT\np=0.10"]
+    with pytest.raises(ValueError, match="probs"):
+        plotting.mask_rows(frames, masks, ("NOOP", "FIRE", "RIGHT", "LEFT"), [1], probs=probs[:, :3])
+
+
 def test_the_old_gym_that_mario_needs_prints_no_notice():
     """Stable-Baselines3 imports the old gym whenever it is installed, and gym 0.26 prints a
     'move to gymnasium' notice on import: xrlkit imports it quietly, so no command prints it."""

@@ -96,41 +96,6 @@ def _mask_panel(ax: Axes, img: np.ndarray, mask: np.ndarray | torch.Tensor, titl
     return im
 
 
-def action_masks(
-    frame: np.ndarray | torch.Tensor,
-    masks: np.ndarray | torch.Tensor,
-    action_meanings: Sequence[str],
-    *,
-    chosen: int | None = None,
-    probs: Sequence[float] | None = None,
-    suptitle: str | None = None,
-) -> Figure:
-    """One panel per action: the mask ``masks[k] [84, 84]`` (values in [0, 1], not rescaled) over
-    ``frame``. The agent's ``chosen`` action is marked; ``probs`` adds its probabilities."""
-    m = _to_numpy(masks)
-    if len(m) != len(action_meanings):
-        raise ValueError(f"{len(m)} masks for {len(action_meanings)} actions")
-    k = len(m)
-    cols = min(k, 6)
-    rows = 1 + (k - 1) // cols
-    fig, axes = plt.subplots(rows, cols + 1, figsize=(2.0 * (cols + 1), 2.6 * rows), squeeze=False)
-    overlay(axes[0, 0], frame, title="frame")
-    for ax in axes[1:, 0]:
-        ax.axis("off")
-    img = frame_image(frame)
-    for a in range(rows * cols):
-        ax = axes[a // cols, 1 + a % cols]
-        if a >= k:
-            ax.axis("off")
-            continue
-        label = action_meanings[a] + (f"\np={probs[a]:.2f}" if probs is not None else "")
-        im = _mask_panel(ax, img, m[a], label, a == chosen)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="mask value")
-    if suptitle:
-        fig.suptitle(suptitle)
-    return fig
-
-
 #: most mask panels in one row of :func:`mask_rows`
 MASK_COLUMNS = 9
 
@@ -142,23 +107,29 @@ def mask_rows(
     chosen: Sequence[int],
     *,
     row_labels: Sequence[str] | None = None,
+    probs: np.ndarray | torch.Tensor | None = None,
     suptitle: str | None = None,
 ) -> Figure:
     """One row per state: its screen ``frames[i]`` (any world's ``[H, W, 3]``, or a state), then
-    every action's mask ``masks[i, k] [84, 84]`` (values in [0, 1]) over it, the agent's
-    ``chosen[i]`` marked in red. Panels keep the screen's aspect ratio. A game with more than
+    every action's mask ``masks[i, k] [84, 84]`` (values in [0, 1], not rescaled) over it, the
+    agent's ``chosen[i]`` marked in red; ``probs [N, K]``, the agent's action probabilities, adds
+    each action's under its name. Panels keep the screen's aspect ratio. A game with more than
     :data:`MASK_COLUMNS` actions (Seaquest: 18) wraps each state's masks onto more rows."""
     m = _to_numpy(masks)
     if m.ndim != 4 or m.shape[1] != len(action_meanings) or len(m) != len(frames) or len(chosen) != len(m):
         raise ValueError(f"masks {m.shape} do not match {len(frames)} frames, {len(chosen)} choices and "
                          f"{len(action_meanings)} actions")
+    p = _to_numpy(probs) if probs is not None else None
+    if p is not None and p.shape != m.shape[:2]:
+        raise ValueError(f"probs {p.shape} do not match masks {m.shape[:2]}")
     img0 = frame_image(frames[0])
     panel_h = 1.8 * img0.shape[0] / img0.shape[1]
     k = len(action_meanings)
     cols = min(k, MASK_COLUMNS)
     lines = -(-k // cols)  # rows of masks per state
+    title_h = 0.45 if p is None else 0.6
     fig, axes = plt.subplots(len(m) * lines, cols + 1, squeeze=False, layout="constrained",
-                             figsize=(1.8 * (cols + 1) + 0.8, (panel_h + 0.45) * len(m) * lines + 0.4))
+                             figsize=(1.8 * (cols + 1) + 0.8, (panel_h + title_h) * len(m) * lines + 0.4))
     for row in range(len(m)):
         img = frame_image(frames[row])
         label = row_labels[row] if row_labels is not None else f"state {row}"
@@ -171,7 +142,8 @@ def mask_rows(
             if a >= k:
                 ax.axis("off")
                 continue
-            im = _mask_panel(ax, img, m[row, a], action_meanings[a], a == chosen[row])
+            name = action_meanings[a] + (f"\np={p[row, a]:.2f}" if p is not None else "")
+            im = _mask_panel(ax, img, m[row, a], name, a == chosen[row])
     fig.colorbar(im, ax=axes, fraction=0.02, label="mask value (1 = kept)")
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
