@@ -67,9 +67,9 @@ def test_a_game_with_a_far_human_reference_counts_ten_times_random(varied_states
     """Seaquest's human score is 615x random's: 800 points (HNS 0.017) is plainly not random play."""
     random_score, _ = REFERENCE_SCORES["Seaquest"]
     good = assess_competence(ChoiceAgent(), EvalResult("Seaquest", [700.0, 900.0]), varied_states)
-    assert good.hns < MIN_HNS and good.score >= MIN_RANDOM_MULTIPLE * random_score and good.competent
+    assert good.hns < MIN_HNS and good.score >= MIN_RANDOM_MULTIPLE * random_score and good.beats_random and good.competent
     weak = assess_competence(ChoiceAgent(), EvalResult("Seaquest", [500.0, 600.0]), varied_states)
-    assert not weak.competent and "HNS 0.01 < 0.05, under 10x random" in weak.note()
+    assert not weak.beats_random and not weak.competent and "HNS 0.01 < 0.05, under 10x random" in weak.note()
     # Pong's random score is negative: only HNS counts there, and the note does not mention a multiple
     poor = assess_competence(ChoiceAgent(), EvalResult("Pong", [-20.0]), varied_states)
     assert not poor.competent and "x random" not in poor.note()

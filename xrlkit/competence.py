@@ -64,14 +64,22 @@ class Competence:
     """standard error of random play's mean score (worlds without a human score)"""
 
     @property
+    def beats_random(self) -> bool:
+        """Is the score clearly above random play's, by the module docstring's rules: with a human
+        reference, HNS of at least :data:`MIN_HNS` or :data:`MIN_RANDOM_MULTIPLE` times a positive
+        random score; without one, :data:`MIN_RANDOM_SES` standard errors above random play."""
+        if np.isnan(self.human_score):
+            return self.score > self.random_score + MIN_RANDOM_SES * self.random_se
+        return self.hns >= MIN_HNS or (self.random_score > 0 and self.score >= MIN_RANDOM_MULTIPLE * self.random_score)
+
+    @property
     def reasons(self) -> list[str]:
         """Why the agent is not competent (empty when it is)."""
         out = []
-        if np.isnan(self.human_score):
-            if not self.score > self.random_score + MIN_RANDOM_SES * self.random_se:
-                out.append(f"scores {self.score:.1f}, not clearly above random play ({self.random_score:.1f} "
-                           f"+- {self.random_se:.1f} s.e.)")
-        elif not (self.hns >= MIN_HNS or (self.random_score > 0 and self.score >= MIN_RANDOM_MULTIPLE * self.random_score)):
+        if not self.beats_random and np.isnan(self.human_score):
+            out.append(f"scores {self.score:.1f}, not clearly above random play ({self.random_score:.1f} "
+                       f"+- {self.random_se:.1f} s.e.)")
+        elif not self.beats_random:
             multiple = f", under {MIN_RANDOM_MULTIPLE:g}x random" if self.random_score > 0 else ""
             out.append(f"scores {self.score:.1f}, no better than random ({self.random_score:.1f}; "
                        f"HNS {self.hns:.2f} < {MIN_HNS}{multiple})")
