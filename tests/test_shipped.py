@@ -23,11 +23,22 @@ MASKS = [m for m in MODELS if m["role"] == "visionmask"]
 
 def test_manifest_lists_existing_files_within_budget():
     assert all((MODELS_DIR / m["file"]).is_file() for m in MODELS)
+    unlisted = {p.name for p in MODELS_DIR.iterdir() if p.is_file() and not p.name.startswith(".")} \
+        - {m["file"] for m in MODELS} - {"manifest.json"}
+    assert not unlisted, f"files in {MODELS_DIR} without a manifest entry: {sorted(unlisted)}"
     total_mb = sum((MODELS_DIR / m["file"]).stat().st_size for m in MODELS) / 1e6
     assert total_mb < 80, f"shipped models take {total_mb:.2f} MB, over the 80 MB (80,000,000 bytes) budget"
     assert all(m["command"] for m in MODELS)
     with pytest.raises(ValueError, match="role"):
         shipped("Breakout", "teacher")
+
+
+@pytest.mark.parametrize("entry", EXPERTS, ids=lambda m: f"{m['game']}-{m['role']}")
+def test_shipped_agent_refuses_another_game(entry):
+    """Loading checks the game a checkpoint was made for (and so its action count)."""
+    other = "Pong" if entry["game"] != "Pong" else "Breakout"
+    with pytest.raises(ValueError, match=f"was trained on .{entry['game']}., not .{other}."):
+        load_any_agent(MODELS_DIR / entry["file"], game=other)
 
 
 @pytest.mark.parametrize("entry", EXPERTS, ids=lambda m: f"{m['game']}-{m['role']}")
