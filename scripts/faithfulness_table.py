@@ -100,7 +100,7 @@ def main() -> int:
         flagged = sanity[~sanity["separates"]]["metric"].tolist()
         ranks = explainer_ranks(sub, [m for m in CLASSIC_VS_ROBUST if m in set(sub["metric"])])
         rand = random_table[random_table["game"] == game].drop(columns="game").set_index("explainer").round(3)
-        lines += [f"## {game}\n", "```", wide.to_string(), "```", "",
+        lines += [f"## {game}\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
                   f"Metrics that tell no explainer from random: {', '.join(flagged) or 'none'}.\n",
                   "Ranks (1 = best), classic beside robust:\n", "```", ranks.to_string(), "```", "",
                   f"Model randomisation test (Spearman correlation of the maps of the trained and a randomly "
@@ -111,6 +111,29 @@ def main() -> int:
     (args.out / "faithfulness.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'faithfulness.csv'}, {args.out / 'faithfulness.md'} and the figures")
     return 0
+
+
+#: the summary table's columns: metric -> header (the README's per-game tables are copied from it)
+SUMMARY_COLUMNS = {"accuracy": "accuracy ↑", "top_accuracy": "top-10% accuracy ↑", "insertion": "insertion ↑",
+                   "deletion": "deletion ↓", "road_morf": "ROAD MoRF ↓", "road_lerf": "ROAD LeRF ↑",
+                   "srg": "SRG ↑ (rank)", "road": "ROAD gap ↑ (rank)"}
+
+
+def summary_table(sub: pd.DataFrame, rand: pd.DataFrame) -> str:
+    """One game's explainers as a markdown table, best ROAD gap first: each metric's mean (`·`: its
+    per-state gain over random has an interval that includes zero), the ranks by SRG and by ROAD
+    gap, and the randomisation test's rank correlation (✗: fails)."""
+    mean = sub.pivot(index="explainer", columns="metric", values="value")
+    beats = sub.pivot(index="explainer", columns="metric", values="beats_random")
+    ranks = explainer_ranks(sub, ["srg", "road"])
+    rows = ["| explainer | " + " | ".join(SUMMARY_COLUMNS.values()) + " | randomisation ρ ↓ |",
+            "|---" * (len(SUMMARY_COLUMNS) + 2) + "|"]
+    for name in mean.sort_values("road", ascending=False).index:
+        cells = [f"{mean.loc[name, m]:.3f}" + ("" if name == "random" or bool(beats.loc[name, m]) else " ·")
+                 + (f" ({ranks.loc[name, m]})" if m in ranks else "") for m in SUMMARY_COLUMNS]
+        rho = f"{rand.loc[name, 'spearman']:.2f}" + ("" if bool(rand.loc[name, "passes"]) else " ✗")
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {rho} |")
+    return "\n".join(rows)
 
 
 def kept_rows(out: Path, games: list[str]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:

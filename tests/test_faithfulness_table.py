@@ -20,3 +20,22 @@ def test_games_not_recomputed_keep_their_rows_in_the_per_game_form(monkeypatch, 
     assert kept["game"].tolist() == ["Pong"] and kept["value"].tolist() == [0.7] and "reference" not in kept
     assert kept_random["game"].tolist() == ["Pong"]
     assert faithfulness_table.kept_rows(tmp_path / "nothing-yet", ["Doom"]) == ([], [])
+
+
+def test_summary_table_orders_by_road_gap_and_marks_what_random_matches(monkeypatch):
+    """The README's per-game table: best ROAD gap first, `·` where a mean is no better than random,
+    ranks by SRG and ROAD gap, ✗ where the randomisation test fails."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import faithfulness_table
+
+    metrics = list(faithfulness_table.SUMMARY_COLUMNS)
+    lower = {"deletion", "road_morf"}
+    value = {"rise": 0.6, "random": 0.3, "grad": 0.4}
+    rows = [{"explainer": e, "metric": m, "value": (1 - v if m in lower else v), "higher_is_better": m not in lower,
+             "beats_random": e == "rise" or m != "insertion"} for e, v in value.items() for m in metrics]
+    rand = pd.DataFrame({"spearman": [0.1, 1.0, 0.9], "passes": [True, False, False]}, index=["rise", "random", "grad"])
+    lines = faithfulness_table.summary_table(pd.DataFrame(rows), rand).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| rise", "| grad", "| random"]
+    grad = lines[3].split(" | ")
+    assert grad[3] == "0.400 ·" and grad[1] == "0.400" and grad[7] == "0.400 (2)" and grad[-1] == "0.90 ✗ |"
+    assert lines[2].endswith("| 0.10 |") and "·" not in lines[4]
