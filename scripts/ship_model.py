@@ -15,7 +15,7 @@
   pixels, far from its domain, move them more).
 * ``visionmask``: a VisionMask checkpoint; weights are stored in float16 (halves the size) or, with
   ``--stored-dtype int8``, in int8 with a scale per group of 64 weights (:func:`xrlkit.checkpoint.quantize_int8`,
-  about a quarter), with the same metadata; no mask value in [0, 1] may move by more than 0.05 on states
+  about a quarter; weights under ``VISIONMASK_INT8_MIN_NUMEL`` entries in float16), with the same metadata; no mask value in [0, 1] may move by more than 0.05 on states
   of the expert's play (checked here: the agents' bound).
 
 A model is written to ``xrlkit/data/models/.staging`` first and moved into place only when every
@@ -167,7 +167,7 @@ MASK_CHANGE_BOUND = 0.05
 
 def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check_seed: int) -> dict:
     from xrlkit.agents.load import load_any_agent
-    from xrlkit.checkpoint import quantize_int8
+    from xrlkit.checkpoint import VISIONMASK_INT8_MIN_NUMEL, quantize_int8
     from xrlkit.visionmask import load_visionmask
     from xrlkit.visionmask.model import file_sha256
 
@@ -177,7 +177,7 @@ def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check
     if expert is None or trained_on != file_sha256(expert):
         raise SystemExit(f"{src} explains the agent {meta.get('agent', {}).get('path')!r}, not {game}'s shipped expert "
                          f"({expert}); train it with --agent shipped")
-    stored = (quantize_int8(tensors) if stored_dtype == "int8"
+    stored = (quantize_int8(tensors, min_numel=VISIONMASK_INT8_MIN_NUMEL) if stored_dtype == "int8"
               else {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()})
     dst = _staging() / f"{game}-visionmask.safetensors"
     save_tensors(dst, stored, {**meta, "stored_dtype": stored_dtype, "command": command})

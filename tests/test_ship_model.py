@@ -101,3 +101,32 @@ def test_an_agent_stored_in_int8_is_checked_on_its_own_play_and_loads_back(ship_
     with pytest.raises(SystemExit, match="int8 weights change the logits by .* on 64 states of the agent's play"):
         ship_model.main(argv)
     assert [e["file"] for e in json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())] == [entry["file"]]
+
+
+def test_a_visionmask_stored_in_int8_keeps_its_small_convs_in_float16(ship_model, tiny_agent, tmp_path, monkeypatch):
+    """--stored-dtype int8 for a VisionMask: weights of VISIONMASK_INT8_MIN_NUMEL entries or more in
+    int8, the first conv and the other small ones in float16; the masks checked on states of the
+    expert's play; the manifest entry says how it is stored."""
+    from safetensors import safe_open
+
+    from xrlkit.checkpoint import INT8_SCALE, VISIONMASK_INT8_MIN_NUMEL
+    from xrlkit.visionmask import VisionMask, agent_identity
+
+    (ship_model.MODELS_DIR / "manifest.json").write_text("[]\n")
+    expert = save_agent(tiny_agent, tmp_path / "expert.safetensors", game="Breakout", frames=1000, seed=3)
+    monkeypatch.setattr(ship_model, "shipped", lambda game, role: expert)
+    model = VisionMask(4, "mobilenet", reference_mode="black", action_meanings=tiny_agent.action_meanings,
+                       game="Breakout", agent_id=agent_identity(tiny_agent, expert), head_channels=16)
+    src = model.save(tmp_path / "vm.safetensors")
+    argv = ["visionmask", str(src), "--game", "Breakout", "--command", "bash scripts/train_default_visionmask.sh ...",
+            "--stored-dtype", "int8"]
+    assert ship_model.main(argv) == 0
+    (entry,) = json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())
+    assert entry["stored_dtype"] == "int8" and entry["max_mask_change"] <= ship_model.MASK_CHANGE_BOUND
+    with safe_open(str(ship_model.MODELS_DIR / entry["file"]), framework="pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    weights = {k: v for k, v in model.state_dict().items() if v.is_floating_point() and v.dim() >= 2}
+    first = next(iter(weights))
+    assert weights[first].numel() < VISIONMASK_INT8_MIN_NUMEL and dtypes[first] == "F16"
+    big = [k for k, v in weights.items() if v.numel() >= VISIONMASK_INT8_MIN_NUMEL]
+    assert big and all(dtypes[k] == "I8" and k + INT8_SCALE in dtypes for k in big)
