@@ -26,7 +26,7 @@ from xrlkit.agents.qnet import QAgent, QNetConfig
 from xrlkit.games import resolve_game
 
 META_KEY = "xrlkit"
-#: the per-output-channel scale of an int8-stored tensor is stored beside it under this suffix
+#: the scales of an int8-stored tensor ([rows, groups], :func:`quantize_int8`) are stored beside it under this suffix
 INT8_SCALE = ".int8_scale"
 #: consecutive weights of a row that share one int8 scale (:func:`quantize_int8`)
 INT8_GROUP = 64
