@@ -169,8 +169,7 @@ def save_agent(agent: QAgent | PolicyAgent, path: str | Path, *, game: str, **me
     }
     tensors = agent.state_dict()
     if meta.get("stored_dtype") == "int8":
-        tensors = quantize_int8({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()},
-                                min_numel=AGENT_INT8_MIN_NUMEL)
+        tensors = quantize_int8(tensors, min_numel=AGENT_INT8_MIN_NUMEL)
     return save_tensors(path, tensors, info)
 
 
