@@ -4,7 +4,7 @@
 #
 #   bash scripts/train_default_visionmask.sh GAME [EPOCHS] [EVERY] [HEAD] [STORED] [STATES]   e.g. Breakout 15
 #
-# The recipe of scripts/visionmask_recipe.sh: STATES (default 2000) states from the game's shipped expert, one kept
+# The recipe of scripts/visionmask_recipe.sh: STATES (default DEFAULT_STATES, 2000) states from the game's shipped expert, one kept
 # every EVERY agent steps (default 1), a MobileNet DeepLabv3 with a HEAD-wide ASPP head (default 64;
 # narrower for the size budget), the background reference, early stopping on the validation loss;
 # shipped with its weights stored in STORED (float16 by default, or int8).
@@ -14,14 +14,14 @@ epochs=${2:-15}
 every=${3:-1}
 head=${4:-64}
 stored=${5:-float16}
-states=${6:-2000}
 bin=${XRLKIT_BIN:-.venv/bin}
 run=${RUN_DIR:-runs}/vm-$game
 source "$(dirname "$0")/visionmask_recipe.sh"
+states=${6:-$DEFAULT_STATES}
 collect_states "$game" "$every" "$run/data" "$states"
 train_visionmask "$run/data" "$run/model" "$head" "$epochs" background
 command="bash scripts/train_default_visionmask.sh $game $epochs"
-[ "$every $head $stored $states" = "1 64 float16 2000" ] || command="$command $every $head $stored"
-[ "$states" = 2000 ] || command="$command $states"
+[ "$every $head $stored $states" = "1 64 float16 $DEFAULT_STATES" ] || command="$command $every $head $stored"
+[ "$states" = "$DEFAULT_STATES" ] || command="$command $states"
 "$bin/python" scripts/ship_model.py visionmask "$run/model/best.safetensors" --game "$game" --command "$command" \
     --stored-dtype "$stored"

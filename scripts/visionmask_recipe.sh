@@ -2,12 +2,15 @@
 # and scripts/visionmask_reference_sweep.sh so that both train on the same states in the same way.
 # Expects $bin (the folder holding the xrlkit entry point).
 
-# collect_states GAME EVERY OUT [STATES]: STATES (default 2,000) states from the game's shipped expert
+# how many states of the expert's play collect_states keeps when not told
+DEFAULT_STATES=2000
+
+# collect_states GAME EVERY OUT [STATES]: STATES (default DEFAULT_STATES) states from the game's shipped expert
 # (epsilon 0.05; one state kept every EVERY agent steps, each episode cut after 400 x EVERY steps, so at
 # most 400 states per episode and a larger EVERY reaches later in the game; split by episode into
 # train/val/test), seed 0.
 collect_states() {
-    "$bin/xrlkit" visionmask collect --agent shipped --game "$1" --n-states "${4:-2000}" --out "$3" \
+    "$bin/xrlkit" visionmask collect --agent shipped --game "$1" --n-states "${4:-$DEFAULT_STATES}" --out "$3" \
         --max-episode-steps $((400 * $2)) --every "$2" --epsilon 0.05 --seed 0
 }
 
