@@ -14,9 +14,10 @@
   may move by no more than 0.05 on 64 states of the agent's own play (as for a VisionMask: random
   pixels, far from its domain, move them more).
 * ``visionmask``: a VisionMask checkpoint; weights are stored in float16 (halves the size) or, with
-  ``--stored-dtype int8``, in int8 with a scale per group of 64 weights (:func:`xrlkit.checkpoint.quantize_int8`,
-  about a quarter; weights under ``VISIONMASK_INT8_MIN_NUMEL`` entries in float16), with the same metadata; no mask value in [0, 1] may move by more than 0.05 on states
-  of the expert's play (checked here: the agents' bound).
+  ``--stored-dtype int8``, in int8 with a scale per group of 64 weights
+  (:func:`xrlkit.checkpoint.quantize_int8`, about a quarter; weights under
+  ``VISIONMASK_INT8_MIN_NUMEL`` entries in float16), with the same metadata; no mask value in
+  [0, 1] may move by more than 0.05 on states of the expert's play (checked here: the agents' bound).
 
 A model is written to ``xrlkit/data/models/.staging`` first and moved into place only when every
 check and the evaluation have passed, so a failed or interrupted run leaves the shipped model and
