@@ -14,6 +14,7 @@ import torch
 
 from xrlkit.agents import QAgent, QNetConfig
 from xrlkit.checkpoint import save_agent
+from xrlkit.defaults import shipped
 from xrlkit.visionmask import (
     StateDataset, TrainConfig, VisionMask, collect_states, counterfactual, flip_rates, load_visionmask,
     masked_inputs, train_visionmask, visionmask_loss,
@@ -212,7 +213,7 @@ def test_collect_command_takes_the_shipped_expert(tmp_path: Path, capsys: pytest
     out = tmp_path / "data"
     assert main(["visionmask", "collect", "--agent", "shipped", "--game", "Breakout", "--n-states", "4",
                  "--max-episode-steps", "8", "--every", "2", "--out", str(out)]) == 0
-    assert dataset_meta(out)["agent"]["path"].endswith("Breakout-ppo-expert.zip")
+    assert Path(dataset_meta(out)["agent"]["path"]).name == shipped("Breakout", "expert").name
     assert main(["visionmask", "collect", "--agent", "shipped", "--game", "Asterix", "--n-states", "4",
                  "--out", str(tmp_path / "none")]) == 2
     assert "ships no expert model for Asterix" in capsys.readouterr().err
