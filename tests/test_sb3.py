@@ -292,15 +292,14 @@ def test_evaluate_keeps_lstm_state_through_episodes(saved: dict, monkeypatch: py
     assert len(result.returns) == 3 and all(n < 5000 for n in result.lengths)
 
 
-def test_image_and_discrete_spaces_are_rebuilt_without_unpickling():
+def test_image_and_discrete_spaces_are_rebuilt_without_unpickling(saved: dict) -> None:
     """So a zip saved under numpy 2 loads under numpy<2 (OCAtari's objects environment), where its
     pickled spaces fail with ModuleNotFoundError: numpy._core."""
     import gymnasium as gym
 
     from xrlkit.agents.sb3 import _custom_objects, _read_zip
-    from xrlkit.defaults import shipped
 
-    data, _ = _read_zip(shipped("Breakout", "expert"))
+    data, _ = _read_zip(saved["ppo"][1])
     objects = _custom_objects(data)
     assert objects["observation_space"] == gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     assert objects["action_space"] == gym.spaces.Discrete(4)
