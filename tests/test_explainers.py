@@ -212,3 +212,18 @@ def test_clear_errors(tiny_agent, states):
         e.explain(states, np.full(4, 7))
     with pytest.raises(ValueError, match="integers"):
         e.explain(states, np.zeros(4))
+
+
+def test_perturbed_batches_cover_every_state_mask_pair_once_with_the_blend():
+    from xrlkit.explainers.base import perturbed_batches
+
+    gen = torch.Generator().manual_seed(0)
+    start, target = torch.rand(3, 4, 84, 84, generator=gen) * 255, torch.rand(3, 4, 84, 84, generator=gen) * 255
+    masks = torch.rand(5, 84, 84, generator=gen)
+    seen = []
+    for pairs, b, k, states in perturbed_batches(start, target - start, masks, batch_size=4):
+        assert len(pairs) <= 4 and torch.equal(pairs, b * 5 + k)
+        m = masks[k].unsqueeze(1)
+        torch.testing.assert_close(states, start[b] * (1 - m) + target[b] * m, rtol=0, atol=1e-3)
+        seen += pairs.tolist()
+    assert seen == list(range(15))

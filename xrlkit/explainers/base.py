@@ -14,7 +14,7 @@ are reduced to ``[B, 84, 84]`` by summing the absolute value over the 4 stacked 
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -52,6 +52,20 @@ def prepare_inputs(
     if len(a) and (a.min() < 0 or a.max() >= n_actions):
         raise ValueError(f"actions must lie in [0, {n_actions}), got range [{int(a.min())}, {int(a.max())}]")
     return x, a
+
+
+def perturbed_batches(
+    start: torch.Tensor, towards: torch.Tensor, masks: torch.Tensor, batch_size: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Every (state, mask) pair of ``start [B, 4, 84, 84]`` and ``masks [K, 84, 84]`` in [0, 1],
+    ``batch_size`` pairs at a time over a flat index (so each forward pass is full even for few
+    states). Yields ``(pairs, b, k, states)``: the flat indices ``pairs = b * K + k``, the state and
+    mask index of each, and ``start[b] + masks[k] * towards[b]`` ``[n, 4, 84, 84]``, i.e.
+    ``start * (1 - m) + target * m`` for ``towards = target - start``, in one fused op."""
+    n_masks = len(masks)
+    for pairs in torch.arange(len(start) * n_masks, device=start.device).split(batch_size):
+        b, k = pairs // n_masks, pairs % n_masks
+        yield pairs, b, k, torch.addcmul(start[b], masks[k].unsqueeze(1), towards[b])
 
 
 def reduce_frames(attr: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from xrlkit.agents.base import Agent
-from xrlkit.explainers.base import prepare_inputs
+from xrlkit.explainers.base import perturbed_batches, prepare_inputs
 from xrlkit.references import make_reference
 from xrlkit.shapes import FRAME_SHAPE
 
@@ -66,17 +66,12 @@ class GreydanusExplainer:
         """Agent outputs on ``x float [B, 4, 84, 84]`` and on its blur-perturbed copies:
         ``(base [B, A], perturbed [B, n_grid**2, A])``, logits or probabilities as ``output``
         says, grid points in raster order."""
-        # s' = s * (1 - M) + blur(s) * M, computed as s + M * (blur(s) - s): one fused op per chunk
-        towards_blur = make_reference(x, "blur", sigma=self.blur_sigma) - x
         masks = self.masks.to(x.device)
-        n_masks = len(masks)
         base = self._policy(x)
-        out = torch.empty(len(x), n_masks, base.shape[1], device=x.device)
-        # Flat index over (state, mask) pairs, so each forward pass is full even for few states.
-        pairs = torch.arange(len(x) * n_masks, device=x.device)
-        for chunk in pairs.split(self.batch_size):
-            b, k = chunk // n_masks, chunk % n_masks
-            out[b, k] = self._policy(torch.addcmul(x[b], masks[k].unsqueeze(1), towards_blur[b]))
+        out = torch.empty(len(x), len(masks), base.shape[1], device=x.device)
+        towards_blur = make_reference(x, "blur", sigma=self.blur_sigma) - x  # s' = s * (1 - M) + blur(s) * M
+        for _, b, k, perturbed in perturbed_batches(x, towards_blur, masks, self.batch_size):
+            out[b, k] = self._policy(perturbed)
         return base, out
 
     def scores(self, base: torch.Tensor, perturbed: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -165,13 +160,10 @@ class RISEExplainer:
     def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         x, a = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
         ref = make_reference(x, self.reference, self.background)
-        towards_state = x - ref  # m * x + (1 - m) * r computed as r + m * (x - r): one fused op per chunk
         masks = self.masks.to(x.device)
         sal = torch.zeros(len(x), H, W, device=x.device)
-        pairs = torch.arange(len(x) * self.n_masks, device=x.device)
-        for chunk in pairs.split(self.batch_size):
-            b, k = chunk // self.n_masks, chunk % self.n_masks
-            p = self.agent.logits(torch.addcmul(ref[b], masks[k].unsqueeze(1), towards_state[b])).float().softmax(dim=1)
+        for _, b, k, shown in perturbed_batches(ref, x - ref, masks, self.batch_size):  # m * x + (1 - m) * r
+            p = self.agent.logits(shown).float().softmax(dim=1)
             p_a = p.gather(1, a[b].unsqueeze(1)).squeeze(1)
             sal.index_add_(0, b, p_a[:, None, None] * masks[k])
         return sal / (self.n_masks * self.p_keep)

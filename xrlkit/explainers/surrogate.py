@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from xrlkit.agents.base import Agent
-from xrlkit.explainers.base import prepare_inputs
+from xrlkit.explainers.base import perturbed_batches, prepare_inputs
 from xrlkit.references import make_reference
 from xrlkit.shapes import FRAME_SHAPE
 
@@ -86,13 +86,9 @@ class LIMEExplainer:
     def explain(self, states: np.ndarray | torch.Tensor, actions: np.ndarray | torch.Tensor) -> torch.Tensor:
         x, a = prepare_inputs(states, actions, self.agent.n_actions, self.agent.device)
         ref = make_reference(x, self.reference, self.background)
-        towards_state = x - ref  # m * x + (1 - m) * r computed as r + m * (x - r): one fused op per chunk
-        on = self.masks.to(x.device)
         y = torch.empty(len(x) * self.n_samples, device=x.device)
-        pairs = torch.arange(len(x) * self.n_samples, device=x.device)
-        for chunk in pairs.split(self.batch_size):
-            b, k = chunk // self.n_samples, chunk % self.n_samples
-            p = self.agent.logits(torch.addcmul(ref[b], on[k].unsqueeze(1), towards_state[b])).float().softmax(dim=1)
-            y[chunk] = p.gather(1, a[b].unsqueeze(1)).squeeze(1)
+        for pairs, b, _, shown in perturbed_batches(ref, x - ref, self.masks.to(x.device), self.batch_size):
+            p = self.agent.logits(shown).float().softmax(dim=1)  # cells on show x, cells off the reference
+            y[pairs] = p.gather(1, a[b].unsqueeze(1)).squeeze(1)
         coef = self._surrogate(y.view(len(x), self.n_samples).double().cpu())
         return coef.abs().float()[:, self.segments].to(x.device)
