@@ -88,8 +88,9 @@ def main() -> int:
     random_table.to_csv(args.out / "randomisation.csv", index=False)
 
     lines = [f"# Faithfulness of every explainer on every shipped expert\n",
-             f"Made by `{' '.join(['python', *sys.argv])}`: {args.n_states} states per game, every "
-             f"{args.every}th step of play on seed {args.seed}+ (never used in training); classic metrics "
+             f"Last run: `{' '.join(['python', *sys.argv])}`. Each game's heading gives its number of states "
+             f"(games keep the rows of the run that computed them); every {args.every}th step of play on seed "
+             f"{args.seed}+ (never used in training); classic metrics "
              "with the background reference, ROAD with noisy linear imputation; `*` = better than random "
              "(95% bootstrap interval of the per-state gain above 0).\n"]
     for game, sub in table.groupby("game", sort=False):
@@ -100,7 +101,7 @@ def main() -> int:
         flagged = sanity[~sanity["separates"]]["metric"].tolist()
         ranks = explainer_ranks(sub, [m for m in CLASSIC_VS_ROBUST if m in set(sub["metric"])])
         rand = random_table[random_table["game"] == game].drop(columns="game").set_index("explainer").round(3)
-        lines += [f"## {game}\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
+        lines += [f"## {game} ({sub['n_states'].iloc[0]} states)\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
                   f"Metrics that tell no explainer from random: {', '.join(flagged) or 'none'}.\n",
                   "Ranks (1 = best), classic beside robust:\n", "```", ranks.to_string(), "```", "",
                   f"Model randomisation test (Spearman correlation of the maps of the trained and a randomly "
