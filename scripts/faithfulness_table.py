@@ -103,6 +103,7 @@ def main() -> int:
         rand = random_table[random_table["game"] == game].drop(columns="game").set_index("explainer").round(3)
         lines += [f"## {game} ({sub['n_states'].iloc[0]} states)\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
                   f"Metrics that tell no explainer from random: {', '.join(flagged) or 'none'}.\n",
+                  *visionmask_against_each(sub),
                   "Ranks (1 = best), classic beside robust:\n", "```", ranks.to_string(), "```", "",
                   f"Model randomisation test (Spearman correlation of the maps of the trained and a randomly "
                   f"re-initialised agent; passes when the interval's top is below {PASS_BELOW}):\n",
@@ -135,6 +136,29 @@ def summary_table(sub: pd.DataFrame, rand: pd.DataFrame) -> str:
         rho = f"{rand.loc[name, 'spearman']:.2f}" + ("" if bool(rand.loc[name, "passes"]) else " ✗")
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {rho} |")
     return "\n".join(rows)
+
+
+#: the metrics of the paired VisionMask comparison (the issue's bar: insertion and deletion)
+PAIRED_METRICS = ["insertion", "deletion", "srg", "road"]
+
+
+def visionmask_against_each(sub: pd.DataFrame) -> list[str]:
+    """Markdown lines: VisionMask's mean per-state gain over each other explainer on
+    :data:`PAIRED_METRICS`, on the same states, with its 95% bootstrap interval (signed so that
+    positive means VisionMask is better; ``+`` / ``−``: the interval excludes 0 on that side). None
+    where the game's rows were computed without the paired comparison (no ``vs_visionmask``)."""
+    if "vs_visionmask" not in sub or sub["vs_visionmask"].isna().all():
+        return []
+    rows = sub[sub["metric"].isin(PAIRED_METRICS) & sub["vs_visionmask"].notna()]
+    # vs_visionmask is the other explainer's gain over VisionMask: flip it to read as VisionMask's lead
+    cell = rows.apply(lambda r: f"{-r['vs_visionmask']:+.3f} [{-r['vs_visionmask_high']:+.3f}, "
+                                f"{-r['vs_visionmask_low']:+.3f}]" + ("+" if r["vs_visionmask_high"] < 0 else
+                                                                      "−" if r["vs_visionmask_low"] > 0 else ""), axis=1)
+    wide = rows.assign(cell=cell).pivot(index="explainer", columns="metric", values="cell")
+    wide = wide[[m for m in PAIRED_METRICS if m in wide]]
+    return ["VisionMask against each explainer, paired on the same states (VisionMask's mean per-state gain, "
+            "positive = VisionMask better, 95% interval; `+` / `−`: better / worse beyond the interval):\n",
+            "```", wide.to_string(), "```", ""]
 
 
 def kept_rows(out: Path, games: list[str]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:

@@ -39,3 +39,24 @@ def test_summary_table_orders_by_road_gap_and_marks_what_random_matches(monkeypa
     grad = lines[3].split(" | ")
     assert grad[3] == "0.400 ·" and grad[1] == "0.400" and grad[7] == "0.400 (2)" and grad[-1] == "0.90 ✗ |"
     assert lines[2].endswith("| 0.10 |") and "·" not in lines[4]
+
+
+def test_visionmask_against_each_reads_the_paired_gain_from_visionmasks_side(monkeypatch):
+    """``vs_visionmask`` is the other explainer's gain over VisionMask; the section flips it, so a
+    map VisionMask beats shows a positive gain marked `+`, one it loses to a negative one marked `−`."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import faithfulness_table
+
+    rows = pd.DataFrame([
+        {"explainer": "rise", "metric": "insertion", "vs_visionmask": -0.05, "vs_visionmask_low": -0.08, "vs_visionmask_high": -0.02},
+        {"explainer": "sarfa", "metric": "insertion", "vs_visionmask": 0.04, "vs_visionmask_low": 0.01, "vs_visionmask_high": 0.07},
+        {"explainer": "grad", "metric": "insertion", "vs_visionmask": 0.01, "vs_visionmask_low": -0.02, "vs_visionmask_high": 0.03},
+        {"explainer": "visionmask", "metric": "insertion", "vs_visionmask": None, "vs_visionmask_low": None, "vs_visionmask_high": None},
+    ])
+    text = "\n".join(faithfulness_table.visionmask_against_each(rows))
+    lines = {line.split()[0]: line for line in text.splitlines() if line[:4] in ("rise", "sarf", "grad")}
+    assert lines["rise"].endswith("+0.050 [+0.020, +0.080]+")
+    assert lines["sarfa"].endswith("-0.040 [-0.070, -0.010]−")
+    assert lines["grad"].endswith("-0.010 [-0.030, +0.020]")
+    assert "visionmask " not in text.split("```")[1]  # VisionMask is not compared with itself
+    assert faithfulness_table.visionmask_against_each(rows.drop(columns=["vs_visionmask"])) == []

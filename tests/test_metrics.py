@@ -276,7 +276,13 @@ def test_evaluate_explainers_command(tmp_path, tiny_agent):
     assert main(["evaluate-explainers", "--game", "Breakout", "--agent", "shipped", "--visionmask", "shipped",
                  "--explainers", "visionmask,random", "--metrics", "accuracy,sparseness", "--reference", "background",
                  "--n-states", "2", "--every", "1", "--out", str(shipped_out)]) == 0
-    assert set(pd.read_csv(shipped_out).explainer) == {"visionmask", "random"}
+    shipped_table = pd.read_csv(shipped_out).set_index("explainer")
+    assert set(shipped_table.index) == {"visionmask", "random"}
+    # random is compared with VisionMask on the same states (the default --compare-with), not with itself
+    assert shipped_table.loc["random", "vs_visionmask"].notna().all()
+    assert shipped_table.loc["visionmask", "vs_visionmask"].isna().all()
+    assert main(["evaluate-explainers", "--game", "Breakout", "--agent", str(ckpt), "--compare-with", "nope",
+                 "--out", str(tmp_path / "never.csv")]) == 2 and not (tmp_path / "never.csv").exists()
     assert main(["evaluate-explainers", "--game", "Boxing", "--agent", "shipped", "--visionmask", "shipped",
                  "--out", str(shipped_out)]) == 2  # nothing ships for Boxing: refused before any work
     (tmp_path / "file").write_text("")
@@ -344,10 +350,14 @@ def test_a_correct_explanation_beats_random_on_every_removal_metric():
     agent = RegionAgent()
     metrics = [Insertion(n_steps=10), Deletion(n_steps=10), ROAD("morf"), ROAD("lerf")]
     table = evaluate_explainers(agent, states, [_RegionExplainer(), make_explainer("random", agent, seed=1)],
-                                metrics, actions=np.zeros(8, int))
+                                metrics, actions=np.zeros(8, int), compare_with=("random", "correct"))
     correct = table[table.explainer == "correct"].set_index("metric")
     assert set(correct.index) == {"insertion", "deletion", "road_morf", "road_lerf", "srg", "road"}
     assert correct.beats_random.all(), correct[["value", "vs_random", "vs_random_low"]]
+    # the same comparison seen from the other side: random's paired gain over the correct map is below 0
+    rand = table[table.explainer == "random"].set_index("metric")
+    assert (rand.vs_correct_high < 0).all() and correct.vs_correct.isna().all()
+    np.testing.assert_allclose(rand.vs_correct, -correct.vs_random)
     sanity = metric_sanity(table)
     assert sanity.separates.all() and (sanity.explainers == 1).all()
 

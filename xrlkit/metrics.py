@@ -401,6 +401,7 @@ def evaluate_explainers(
     actions: np.ndarray | torch.Tensor | None = None,
     batch_size: int = 16,
     seed: int = 0,
+    compare_with: Sequence[str] = ("random",),
 ) -> pd.DataFrame:
     """Every explainer x every metric on ``states [N, 4, 84, 84]``; ``actions [N]`` default to the
     agent's greedy actions. Explains ``batch_size`` states at a time.
@@ -410,10 +411,12 @@ def evaluate_explainers(
     ``ci_high`` (95% bootstrap interval of the mean, seeded with ``seed``). Metrics of
     :data:`DERIVED_METRICS` are added where both their parts were computed.
 
-    With an explainer named ``random`` among them, each other explainer is compared with it on
-    the same states: ``vs_random`` is the mean per-state gain over random, signed so that
-    positive is better, ``vs_random_low`` / ``vs_random_high`` its 95% bootstrap interval and
-    ``beats_random`` whether that interval lies above 0 (empty for random itself).
+    Each explainer named in ``compare_with`` that is among them is compared with every other one
+    on the same states (paired): for ``random``, ``vs_random`` is the mean per-state gain over
+    random, signed so that positive is better, ``vs_random_low`` / ``vs_random_high`` its 95%
+    bootstrap interval and ``beats_random`` whether that interval lies above 0 (empty for random
+    itself); any other name ``c`` (e.g. ``visionmask``) gets ``vs_c``, ``vs_c_low``, ``vs_c_high``
+    the same way, so an interval below 0 says that ``c`` beats that explainer on that metric.
     """
     named_e = dict(explainers) if isinstance(explainers, Mapping) else {e.name: e for e in explainers}
     named_m = dict(metrics) if isinstance(metrics, Mapping) else {m.name: m for m in metrics}
@@ -444,11 +447,12 @@ def evaluate_explainers(
             row: dict[str, Any] = {"explainer": e_name, "metric": m_name, "value": float(s.mean()),
                                    "std": float(s.std()), "n_states": len(s), "higher_is_better": higher[m_name],
                                    "ci_low": low, "ci_high": high}
-            if "random" in per_state and e_name != "random":
-                gain = (s - per_state["random"][m_name]) * (1 if higher[m_name] else -1)
+            for other in (c for c in compare_with if c in per_state and c != e_name):
+                gain = (s - per_state[other][m_name]) * (1 if higher[m_name] else -1)
                 g_low, g_high = mean_ci(gain, seed)
-                row.update(vs_random=float(gain.mean()), vs_random_low=g_low, vs_random_high=g_high,
-                           beats_random=bool(g_low > 0))
+                row.update({f"vs_{other}": float(gain.mean()), f"vs_{other}_low": g_low, f"vs_{other}_high": g_high})
+                if other == "random":
+                    row["beats_random"] = bool(g_low > 0)
             rows.append(row)
     return pd.DataFrame(rows)
 

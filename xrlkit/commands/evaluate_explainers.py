@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="env, RISE, LIME, random-explainer, LLE, ROAD and bootstrap seed")
     p.add_argument("--epsilon", type=float, default=0.05, help="exploration while collecting states")
     p.add_argument("--every", type=int, default=4, help="keep every k-th state of the rollout (default 4)")
+    p.add_argument("--compare-with", default="random,visionmask",
+                   help="comma-separated explainers every other one is compared with, paired on the same states "
+                        "(columns vs_<name>, vs_<name>_low, vs_<name>_high; names not run are skipped; "
+                        "default random,visionmask)")
     p.add_argument("--batch-size", type=int, default=8, help="states explained together")
     p.add_argument("--device", default="cpu", help="torch device for the agent and explainers")
     p.add_argument("--out", default="explainers.csv", help="CSV table; a .json copy is written next to it")
@@ -98,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     reference = {"reference": args.reference,
                  "background": estimate_background(states) if args.reference == "background" else None}
     metrics = {m: make_metric(m, **_metric_options(m, args, reference)) for m in metric_names}
-    table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size, seed=args.seed)
+    table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size, seed=args.seed,
+                                compare_with=_split(args.compare_with, EXPLAINERS, "--compare-with explainers"))
     table.insert(5, "game", game)
     table.insert(6, "agent", str(args.agent))
     table.to_csv(out, index=False)
