@@ -145,19 +145,19 @@ PAIRED_METRICS = ["insertion", "deletion", "srg", "road"]
 def visionmask_against_each(sub: pd.DataFrame) -> list[str]:
     """Markdown lines: VisionMask's mean per-state gain over each other explainer on
     :data:`PAIRED_METRICS`, on the same states, with its 95% bootstrap interval (signed so that
-    positive means VisionMask is better; ``+`` / ``−``: the interval excludes 0 on that side). None
+    positive means VisionMask is better; ▲ / ▼: the interval lies above / below 0). None
     where the game's rows were computed without the paired comparison (no ``vs_visionmask``)."""
     if "vs_visionmask" not in sub or sub["vs_visionmask"].isna().all():
         return []
     rows = sub[sub["metric"].isin(PAIRED_METRICS) & sub["vs_visionmask"].notna()]
     # vs_visionmask is the other explainer's gain over VisionMask: flip it to read as VisionMask's lead
     cell = rows.apply(lambda r: f"{-r['vs_visionmask']:+.3f} [{-r['vs_visionmask_high']:+.3f}, "
-                                f"{-r['vs_visionmask_low']:+.3f}]" + ("+" if r["vs_visionmask_high"] < 0 else
-                                                                      "−" if r["vs_visionmask_low"] > 0 else ""), axis=1)
+                                f"{-r['vs_visionmask_low']:+.3f}]" + (" ▲" if r["vs_visionmask_high"] < 0 else
+                                                                      " ▼" if r["vs_visionmask_low"] > 0 else ""), axis=1)
     wide = rows.assign(cell=cell).pivot(index="explainer", columns="metric", values="cell")
     wide = wide[[m for m in PAIRED_METRICS if m in wide]]
     return ["VisionMask against each explainer, paired on the same states (VisionMask's mean per-state gain, "
-            "positive = VisionMask better, 95% interval; `+` / `−`: better / worse beyond the interval):\n",
+            "positive = VisionMask better, 95% interval; ▲ / ▼: VisionMask ahead / behind beyond the interval):\n",
             "```", wide.to_string(), "```", ""]
 
 

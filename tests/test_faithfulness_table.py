@@ -43,7 +43,7 @@ def test_summary_table_orders_by_road_gap_and_marks_what_random_matches(monkeypa
 
 def test_visionmask_against_each_reads_the_paired_gain_from_visionmasks_side(monkeypatch):
     """``vs_visionmask`` is the other explainer's gain over VisionMask; the section flips it, so a
-    map VisionMask beats shows a positive gain marked `+`, one it loses to a negative one marked `−`."""
+    map VisionMask beats shows a positive gain marked ▲, one it loses to a negative one marked ▼."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
     import faithfulness_table
 
@@ -55,8 +55,8 @@ def test_visionmask_against_each_reads_the_paired_gain_from_visionmasks_side(mon
     ])
     text = "\n".join(faithfulness_table.visionmask_against_each(rows))
     lines = {line.split()[0]: line for line in text.splitlines() if line[:4] in ("rise", "sarf", "grad")}
-    assert lines["rise"].endswith("+0.050 [+0.020, +0.080]+")
-    assert lines["sarfa"].endswith("-0.040 [-0.070, -0.010]−")
+    assert lines["rise"].endswith("+0.050 [+0.020, +0.080] ▲")
+    assert lines["sarfa"].endswith("-0.040 [-0.070, -0.010] ▼")
     assert lines["grad"].endswith("-0.010 [-0.030, +0.020]")
     assert "visionmask " not in text.split("```")[1]  # VisionMask is not compared with itself
     assert faithfulness_table.visionmask_against_each(rows.drop(columns=["vs_visionmask"])) == []
