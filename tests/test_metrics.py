@@ -251,8 +251,10 @@ def test_metric_errors(tiny_agent, states, grad_saliency):
                                           [Sparseness()]))
 
 
-def test_evaluate_explainers_command(tmp_path, tiny_agent):
+def test_evaluate_explainers_command(tmp_path, tiny_agent, monkeypatch):
     import json
+
+    from xrlkit.commands import evaluate_explainers as command
 
     import pandas as pd
 
@@ -281,8 +283,10 @@ def test_evaluate_explainers_command(tmp_path, tiny_agent):
     # random is compared with VisionMask on the same states (the default --compare-with), not with itself
     assert shipped_table.loc["random", "vs_visionmask"].notna().all()
     assert shipped_table.loc["visionmask", "vs_visionmask"].isna().all()
+    played = []  # a bad --compare-with name is refused before the agent plays a step
+    monkeypatch.setattr(command, "rollout", lambda *a, **k: played.append(1))
     assert main(["evaluate-explainers", "--game", "Breakout", "--agent", str(ckpt), "--compare-with", "nope",
-                 "--out", str(tmp_path / "never.csv")]) == 2 and not (tmp_path / "never.csv").exists()
+                 "--out", str(tmp_path / "never.csv")]) == 2 and not (tmp_path / "never.csv").exists() and not played
     assert main(["evaluate-explainers", "--game", "Boxing", "--agent", "shipped", "--visionmask", "shipped",
                  "--out", str(shipped_out)]) == 2  # nothing ships for Boxing: refused before any work
     (tmp_path / "file").write_text("")

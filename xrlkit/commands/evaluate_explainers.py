@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     game = resolve_game(args.game)
     explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
     metric_names = _split(args.metrics, METRICS, "metrics")
+    compare_with = _split(args.compare_with, EXPLAINERS, "--compare-with explainers")
     args.agent = model_path(args.agent, game, "expert")
     if args.visionmask is not None:
         args.visionmask = model_path(args.visionmask, game, "visionmask")
@@ -103,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
                  "background": estimate_background(states) if args.reference == "background" else None}
     metrics = {m: make_metric(m, **_metric_options(m, args, reference)) for m in metric_names}
     table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size, seed=args.seed,
-                                compare_with=_split(args.compare_with, EXPLAINERS, "--compare-with explainers"))
+                                compare_with=compare_with)
     table.insert(5, "game", game)
     table.insert(6, "agent", str(args.agent))
     table.to_csv(out, index=False)
