@@ -101,14 +101,15 @@ def main() -> int:
         flagged = sanity[~sanity["separates"]]["metric"].tolist()
         ranks = explainer_ranks(sub, [m for m in CLASSIC_VS_ROBUST if m in set(sub["metric"])])
         rand = random_table[random_table["game"] == game].drop(columns="game").set_index("explainer").round(3)
-        lines += [f"## {game} ({sub['n_states'].iloc[0]} states)\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
+        n_states = sub["n_states"].iloc[0]
+        lines += [f"## {game} ({n_states} states)\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
                   f"Metrics that tell no explainer from random: {', '.join(flagged) or 'none'}.\n",
                   *visionmask_against_each(sub),
                   "Ranks (1 = best), classic beside robust:\n", "```", ranks.to_string(), "```", "",
                   f"Model randomisation test (Spearman correlation of the maps of the trained and a randomly "
                   f"re-initialised agent; passes when the interval's top is below {PASS_BELOW}):\n",
                   "```", rand.to_string(), "```", ""]
-        fig = plotting.metric_bars(sub, title=f"{game}: faithfulness of each explainer ({sub['n_states'].iloc[0]} states)")
+        fig = plotting.metric_bars(sub, title=f"{game}: faithfulness of each explainer ({n_states} states)")
         fig.savefig(args.out / f"{game}_faithfulness.png", dpi=100, bbox_inches="tight")
     (args.out / "faithfulness.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'faithfulness.csv'}, {args.out / 'faithfulness.md'} and the figures")

@@ -254,11 +254,10 @@ def test_metric_errors(tiny_agent, states, grad_saliency):
 def test_evaluate_explainers_command(tmp_path, tiny_agent, monkeypatch):
     import json
 
-    from xrlkit.commands import evaluate_explainers as command
-
     import pandas as pd
 
     from xrlkit.checkpoint import save_agent
+    from xrlkit.commands import evaluate_explainers as command
     from xrlkit.cli import main
 
     ckpt = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout")
