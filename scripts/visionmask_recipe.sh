@@ -14,9 +14,10 @@ collect_states() {
         --max-episode-steps $((400 * $2)) --every "$2" --epsilon 0.05 --seed 0
 }
 
-# train_visionmask DATA OUT HEAD EPOCHS REFERENCE: a MobileNet DeepLabv3 with a HEAD-wide ASPP head against
-# the shipped expert, lr 1e-4, seed 0, at most EPOCHS epochs with early stopping on the validation loss.
+# train_visionmask DATA OUT HEAD EPOCHS REFERENCE [RANK]: a MobileNet DeepLabv3 with a HEAD-wide ASPP head
+# against the shipped expert, lr 1e-4, seed 0, at most EPOCHS epochs with early stopping on the validation
+# loss, the ranking term weighted RANK (default 0: the paper's loss alone).
 train_visionmask() {
     "$bin/xrlkit" visionmask train --data "$1" --agent shipped --out "$2" --backbone mobilenet \
-        --head-channels "$3" --epochs "$4" --reference "$5" --lr 1e-4 --seed 0
+        --head-channels "$3" --epochs "$4" --reference "$5" --lambda-rank "${6:-0}" --lr 1e-4 --seed 0
 }

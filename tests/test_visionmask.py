@@ -19,6 +19,7 @@ from xrlkit.visionmask import (
     StateDataset, TrainConfig, VisionMask, collect_states, counterfactual, flip_rates, load_visionmask,
     masked_inputs, train_visionmask, visionmask_loss,
 )
+from xrlkit.visionmask.loss import ranking_loss, soft_top
 from xrlkit.visionmask.train import batch_loss, freeze_agent
 
 torch.set_num_threads(1)
@@ -128,6 +129,56 @@ def test_a_few_steps_lower_the_loss(agent: QAgent, breakout_states: np.ndarray) 
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+class _CornerAgent:
+    """Two actions; action 0's logit grows with the brightness of the top-left 21 x 21 corner."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        corner = x[:, :, :21, :21].float().mean(dim=(1, 2, 3)) / 255.0
+        return torch.stack([20 * (corner - 0.5), torch.zeros_like(corner)], dim=1)
+
+
+def test_soft_top_keeps_the_top_share() -> None:
+    mask = torch.rand(2, 84, 84, generator=torch.Generator().manual_seed(0))
+    top = soft_top(mask, 0.1)
+    kept = top > 0.5
+    assert kept.float().mean().item() == pytest.approx(0.1, abs=0.005)
+    for b in range(2):  # the kept pixels are the highest ones
+        assert mask[b][kept[b]].min() >= mask[b][~kept[b]].max() - 1e-3
+    with pytest.raises(ValueError, match="share"):
+        soft_top(mask, 1.0)
+
+
+def test_ranking_term_prefers_the_mask_that_ranks_the_telling_pixels_first() -> None:
+    """A bright state over a black reference: only the top-left corner makes the agent pick 0, so a
+    mask whose highest values lie there keeps and removes the action best, one ranking the
+    opposite corner first does not; the paper's terms cannot tell these masks apart by area."""
+    states = torch.full((3, 4, 84, 84), 255.0)
+    reference = torch.zeros_like(states)
+    actions = torch.zeros(3, dtype=torch.long)
+    yy, xx = torch.meshgrid(torch.arange(84.0), torch.arange(84.0), indexing="ij")
+    to_corner = 1 - (yy + xx) / 166  # highest at the top-left
+    good = torch.stack([to_corner, 1 - to_corner], 0).expand(3, 2, 84, 84)
+    bad = good.flip(1)  # mask of action 0 highest at the bottom-right
+    assert good.mean() == pytest.approx(bad.mean().item())
+    assert ranking_loss(_CornerAgent(), states, good, reference, actions) < 0.5 * ranking_loss(
+        _CornerAgent(), states, bad, reference, actions)
+
+
+def test_ranking_term_is_off_unless_asked(agent: QAgent, breakout_states: np.ndarray) -> None:
+    freeze_agent(agent)
+    model = VisionMask(4).train()
+    states = torch.as_tensor(breakout_states[:4])
+    actions = agent.logits(states).argmax(1)
+    torch.manual_seed(0)
+    off = batch_loss(model, agent, states, actions, TrainConfig())
+    torch.manual_seed(0)
+    on = batch_loss(model, agent, states, actions, TrainConfig(lambda_rank=2.0))
+    assert off["rank"].item() == 0.0
+    assert on["rank"].item() > 0 and on["total"].item() == pytest.approx(off["total"].item() + on["rank"].item(), rel=1e-4)
+    on["total"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
 def test_mismatched_action_count_is_a_clear_error(explainer: VisionMask, tmp_path: Path) -> None:

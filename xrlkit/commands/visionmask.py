@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda-area", type=float, default=1.0)
     p.add_argument("--target-area", type=float, default=0.3)
     p.add_argument("--lambda-tv", type=float, default=0.0)
+    p.add_argument("--lambda-rank", type=float, default=0.0, help="weight of xrlkit's ranking term (not in the paper; "
+                   "asks the top 5-50%% of mask a* to keep / remove the action, as insertion / deletion score it)")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast (default: on CUDA and on CPUs with native bf16)")
     p.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
@@ -95,7 +97,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         backbone=args.backbone, backbone_weights=args.backbone_weights, head_channels=args.head_channels, reference=args.reference, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, lambda_e=args.lambda_e,
-        lambda_area=args.lambda_area, target_area=args.target_area, lambda_tv=args.lambda_tv, patience=args.patience,
+        lambda_area=args.lambda_area, target_area=args.target_area, lambda_tv=args.lambda_tv, lambda_rank=args.lambda_rank,
+        patience=args.patience,
         amp=not args.no_amp, seed=args.seed, max_batches=args.max_batches,
     )
     train = StateDataset(args.data, "train", agent=agent)

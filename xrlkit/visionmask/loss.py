@@ -23,7 +23,15 @@ With ``a*`` the agent's action on ``s``, the terms (each averaged over the batch
 * ``tv`` (optional, ``lambda_tv`` = 0 by default): ``lambda_tv`` times the mean absolute
   difference between vertically plus horizontally adjacent mask pixels.
 
-``total`` is their sum.
+``total`` is their sum; :func:`ranking_loss` adds a ``rank`` term that is not in the paper.
+
+Why a ranking term: the paper's loss scores the soft blend of one mask at one area (``t`` = 30% on
+average), while insertion and deletion (:class:`xrlkit.metrics.InsertionDeletion`) move the mask's
+*top* pixels, hard, at every share from 0 to 100%. Nothing in the paper's loss asks that the
+highest 5% of a mask be the most telling 5% of the state. The ``rank`` term does: for a few shares
+``f`` it keeps (insertion) or removes (deletion) the top-``f`` pixels of mask ``a*``, nearly hard,
+and asks the agent to keep picking ``a*`` in the first case and to stop in the second. It is off
+(``lambda_rank`` = 0) unless asked for.
 """
 
 from __future__ import annotations
@@ -70,6 +78,48 @@ def mask_logits(agent: Any, states: torch.Tensor, masks: torch.Tensor, reference
     b, k = masks.shape[:2]
     logits, logits_bar = both.float().split(b * k)
     return logits.reshape(b, k, -1), logits_bar.reshape(b, k, -1)
+
+
+#: the shares of pixels the ranking term keeps or removes
+RANK_SHARES = (0.05, 0.15, 0.3, 0.5)
+
+
+def soft_top(mask: torch.Tensor, share: float, temperature: float = 0.1) -> torch.Tensor:
+    """A nearly binary ``[B, H, W]`` mask, ~1 on the top ``share`` of each ``mask [B, H, W]``'s pixels.
+
+    ``sigmoid((mask - t) / (temperature * std))`` with ``t`` the per-state value that ``share`` of
+    the pixels exceed (not differentiated) and ``std`` the per-state spread of ``mask``; gradients
+    reach the pixels near the cut, which is where the ranking is decided.
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"share must be in (0, 1), got {share}")
+    flat = mask.flatten(1)
+    k = max(1, int(round(share * flat.shape[1])))
+    cut = flat.detach().topk(k, dim=1).values[:, -1:]
+    scale = temperature * flat.detach().std(dim=1, keepdim=True) + 1e-6
+    return torch.sigmoid((flat - cut) / scale).view_as(mask)
+
+
+def ranking_loss(agent: Any, states: torch.Tensor, masks: torch.Tensor, reference: torch.Tensor,
+                 actions: torch.Tensor, shares: tuple[float, ...] = RANK_SHARES) -> torch.Tensor:
+    """The ``rank`` term (a scalar, before its weight): the mean over ``shares`` of
+    ``1/2 [CE(agent(top * s + (1 - top) * r), a*) - log(1 - P(a* | (1 - top) * s + top * r))]``
+    with ``top`` = :func:`soft_top` of mask ``a*``; differentiable w.r.t. ``masks``.
+
+    ``states``, ``reference``: ``[B, 4, 84, 84]`` in [0, 255]; ``masks``: ``[B, K, 84, 84]`` in [0, 1];
+    ``actions``: ``int64 [B]``, the agent's action on each unmasked state.
+    """
+    b = states.shape[0]
+    chosen = masks[torch.arange(b, device=masks.device), actions]
+    tops = torch.stack([soft_top(chosen, f) for f in shares], dim=1)  # [B, F, H, W]
+    keep, drop = masked_inputs(states, tops, reference)
+    logp = F.log_softmax(agent.logits(torch.cat([keep, drop])).float(), dim=1)
+    target = actions.repeat_interleave(len(shares))
+    rows = torch.arange(len(target), device=logp.device)
+    insertion = -logp[: len(target)][rows, target].mean()
+    p_deleted = logp[len(target):][rows, target].exp()
+    deletion = -torch.log1p(-p_deleted.clamp(max=1 - 1e-6)).mean()
+    return (insertion + deletion) / 2
 
 
 def visionmask_loss(

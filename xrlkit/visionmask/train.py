@@ -36,10 +36,10 @@ from xrlkit.checkpoint import load_tensors, optimizer_tensors, restore_optimizer
 from xrlkit.references import estimate_background
 from xrlkit.runtime import bf16_native
 from xrlkit.visionmask.data import StateDataset
-from xrlkit.visionmask.loss import mask_logits, visionmask_loss
+from xrlkit.visionmask.loss import mask_logits, ranking_loss, visionmask_loss
 from xrlkit.visionmask.model import VisionMask, load_visionmask
 
-TERMS = ("action", "complement", "area", "tv", "total")
+TERMS = ("action", "complement", "area", "tv", "rank", "total")
 
 
 @dataclass
@@ -58,6 +58,7 @@ class TrainConfig:
     lambda_area: float = 1.0
     target_area: float = 0.3
     lambda_tv: float = 0.0
+    lambda_rank: float = 0.0  # the ranking term of xrlkit.visionmask.loss (not in the paper)
     patience: int = 3
     amp: bool = True
     seed: int = 0
@@ -93,10 +94,15 @@ def batch_loss(model: VisionMask, agent: Any, states: torch.Tensor, actions: tor
     """Loss terms of one batch ``states uint8 [B, 4, 84, 84]``, ``actions int64 [B]``."""
     with torch.autocast(device_type=states.device.type, dtype=torch.bfloat16, enabled=amp_enabled(cfg.amp, states.device)):
         masks = model(states)
-        logits, logits_bar = mask_logits(agent, states, masks, model.reference(states))
-    return visionmask_loss(
+        reference = model.reference(states)
+        logits, logits_bar = mask_logits(agent, states, masks, reference)
+        rank = cfg.lambda_rank * ranking_loss(agent, states, masks, reference, actions) if cfg.lambda_rank else None
+    terms = visionmask_loss(
         logits, logits_bar, masks.float(), actions, cfg.lambda_e, cfg.lambda_area, cfg.target_area, cfg.lambda_tv
     )
+    terms["rank"] = terms["total"].new_zeros(()) if rank is None else rank.float()
+    terms["total"] = terms["total"] + terms["rank"]
+    return terms
 
 
 def train_visionmask(
