@@ -117,12 +117,13 @@ def test_a_visionmask_stored_in_int8_keeps_its_small_convs_in_float16(ship_model
     monkeypatch.setattr(ship_model, "shipped", lambda game, role: expert)
     model = VisionMask(4, "mobilenet", reference_mode="black", action_meanings=tiny_agent.action_meanings,
                        game="Breakout", agent_id=agent_identity(tiny_agent, expert), head_channels=16)
-    src = model.save(tmp_path / "vm.safetensors")
+    src = model.save(tmp_path / "vm.safetensors", train_config={"lambda_rank": 1.0})
     argv = ["visionmask", str(src), "--game", "Breakout", "--command", "bash scripts/train_default_visionmask.sh ...",
             "--stored-dtype", "int8"]
     assert ship_model.main(argv) == 0
     (entry,) = json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())
     assert entry["stored_dtype"] == "int8" and entry["max_mask_change"] <= ship_model.MASK_CHANGE_BOUND
+    assert entry["lambda_rank"] == 1.0  # the loss it was trained with
     with safe_open(str(ship_model.MODELS_DIR / entry["file"]), framework="pt") as f:
         dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
     weights = {k: v for k, v in model.state_dict().items() if v.is_floating_point() and v.dim() >= 2}
