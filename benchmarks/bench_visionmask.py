@@ -1,13 +1,15 @@
 """Benchmark VisionMask: training throughput (states/s) and explanation latency per state.
 
 For each model (``--backbones``: a backbone, optionally ``:<ASPP head width>``; by default
-MobileNet with torchvision's 256-wide head and with the shipped 64-wide one, and ResNet-50) and
+MobileNet with torchvision's 256-wide head and with the shipped 64- and 32-wide ones, and ResNet-50) and
 device (CPU, and CUDA when available):
 
 * ``train_states_per_s``: full training steps (explainer forward, 2K agent passes on masked and
   complement states, backward, Adam) on a batch of ``--batch-size`` states, timed over
   ``--reps`` steps after one warm-up step, with the trainer's bfloat16 autocast where it runs
-  (CUDA, a CPU with native bf16); ``train_states_per_s_fp32`` the same without it, side by side;
+  (CUDA, a CPU with native bf16); ``train_states_per_s_fp32`` the same without it and
+  ``train_states_per_s_rank`` with the ranking term on (``lambda_rank`` 1; its 2 x 4 extra agent
+  passes on the top shares of mask a*), side by side;
 * ``explain_ms_per_state_b1``: latency of ``explain`` on one state;
 * ``explain_ms_per_state_b16``: time per state of ``explain`` on a batch of 16.
 
@@ -56,6 +58,7 @@ def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_act
 
     train_s = sum(call_times(lambda: step(cfg), reps, device))
     fp32_s = sum(call_times(lambda: step(dataclasses.replace(cfg, amp=False)), reps, device))
+    rank_s = sum(call_times(lambda: step(dataclasses.replace(cfg, lambda_rank=1.0)), reps, device))
 
     def explain_time(b: int) -> float:
         x = states[:1].expand(b, -1, -1, -1).contiguous()
@@ -65,6 +68,7 @@ def bench(backbone: str, device: torch.device, batch_size: int, reps: int, n_act
         "backbone": backbone, "head_channels": head_channels, "n_actions": n_actions, "train_batch_size": batch_size, "reps": reps,
         "train_states_per_s": batch_size * reps / train_s, "amp_bf16": amp_enabled(cfg.amp, device),
         "train_states_per_s_fp32": batch_size * reps / fp32_s,
+        "train_states_per_s_rank": batch_size * reps / rank_s,
         "explain_ms_per_state_b1": 1000 * explain_time(1),
         "explain_ms_per_state_b16": 1000 * explain_time(16),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -76,7 +80,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--backbones", default="mobilenet,mobilenet:64,resnet50",
+    parser.add_argument("--backbones", default="mobilenet,mobilenet:64,mobilenet:32,resnet50",
                         help="comma-separated backbone[:head width] (default head: 256)")
     parser.add_argument("--machine", default=platform.processor() or platform.machine(), help="free-text machine note")
     args = parser.parse_args()
