@@ -23,7 +23,8 @@ With ``a*`` the agent's action on ``s``, the terms (each averaged over the batch
 * ``tv`` (optional, ``lambda_tv`` = 0 by default): ``lambda_tv`` times the mean absolute
   difference between vertically plus horizontally adjacent mask pixels.
 
-``total`` is their sum; :func:`ranking_loss` adds a ``rank`` term that is not in the paper.
+``total`` is their sum. :func:`ranking_loss` is a ``rank`` term that is not in the paper; the
+trainer adds it to ``total`` when its weight ``lambda_rank`` is not 0.
 
 Why a ranking term: the paper's loss scores the soft blend of one mask at one area (``t`` = 30% on
 average), while insertion and deletion (:class:`xrlkit.metrics.InsertionDeletion`) move the mask's
