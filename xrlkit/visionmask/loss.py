@@ -23,8 +23,8 @@ With ``a*`` the agent's action on ``s``, the terms (each averaged over the batch
 * ``tv`` (optional, ``lambda_tv`` = 0 by default): ``lambda_tv`` times the mean absolute
   difference between vertically plus horizontally adjacent mask pixels.
 
-``total`` is their sum. :func:`ranking_loss` is a ``rank`` term that is not in the paper; the
-trainer adds it to ``total`` when its weight ``lambda_rank`` is not 0.
+``total`` is their sum, plus ``rank``, the weighted :func:`ranking_loss` that is not in the paper,
+where the caller passes it (0 otherwise).
 
 Why a ranking term: the paper's loss scores the soft blend of one mask at one area (``t`` = 30% on
 average), while insertion and deletion (:class:`xrlkit.metrics.InsertionDeletion`) move the mask's
@@ -132,11 +132,13 @@ def visionmask_loss(
     lambda_area: float = 1.0,
     target_area: float = 0.3,
     lambda_tv: float = 0.0,
+    rank: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Loss terms (scalars) ``action``, ``complement``, ``area``, ``tv`` and ``total``.
+    """Loss terms (scalars) ``action``, ``complement``, ``area``, ``tv``, ``rank`` and ``total``.
 
     ``logits``, ``logits_bar``: ``[B, K, A]`` with K = A; ``masks``: ``[B, K, H, W]`` in [0, 1];
-    ``actions``: ``int64 [B]``, the agent's action on each unmasked state.
+    ``actions``: ``int64 [B]``, the agent's action on each unmasked state; ``rank``: the weighted
+    :func:`ranking_loss` (a scalar), or ``None`` for the paper's loss alone.
     """
     if logits.ndim != 3 or logits.shape != logits_bar.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and logits_bar {tuple(logits_bar.shape)} must both be [B, K, A]")
@@ -156,5 +158,6 @@ def visionmask_loss(
     area_mean = masks.mean()
     area = area_mean + lambda_area * (area_mean - target_area).abs()
     tv = lambda_tv * total_variation(masks) if lambda_tv else masks.new_zeros(())
-    total = action_term + complement + area + tv
-    return {"action": action_term, "complement": complement, "area": area, "tv": tv, "total": total}
+    rank = masks.new_zeros(()) if rank is None else rank.float()
+    total = action_term + complement + area + tv + rank
+    return {"action": action_term, "complement": complement, "area": area, "tv": tv, "rank": rank, "total": total}

@@ -97,12 +97,9 @@ def batch_loss(model: VisionMask, agent: Any, states: torch.Tensor, actions: tor
         reference = model.reference(states)
         logits, logits_bar = mask_logits(agent, states, masks, reference)
         rank = cfg.lambda_rank * ranking_loss(agent, states, masks, reference, actions) if cfg.lambda_rank else None
-    terms = visionmask_loss(
-        logits, logits_bar, masks.float(), actions, cfg.lambda_e, cfg.lambda_area, cfg.target_area, cfg.lambda_tv
+    return visionmask_loss(
+        logits, logits_bar, masks.float(), actions, cfg.lambda_e, cfg.lambda_area, cfg.target_area, cfg.lambda_tv, rank
     )
-    terms["rank"] = terms["total"].new_zeros(()) if rank is None else rank.float()
-    terms["total"] = terms["total"] + terms["rank"]
-    return terms
 
 
 def train_visionmask(
