@@ -102,6 +102,38 @@ def test_explain_shapes_and_range(explainer: VisionMask, breakout_states: np.nda
         explainer.explain(np.zeros((2, 3, 84, 84), np.uint8))
 
 
+def test_explain_runs_a_folded_copy_that_follows_every_change_of_the_weights(breakout_states: np.ndarray) -> None:
+    """explain() computes the masks of forward() in eval mode with an inference copy (batch norms
+    folded into the convolutions, channels_last); the copy is rebuilt after an optimizer step and
+    after load_state_dict, and the model itself keeps its modules, state_dict and mode."""
+    torch.manual_seed(0)
+    model = VisionMask(4).train()
+    keys = set(model.state_dict())
+    states = torch.as_tensor(breakout_states[:4])
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    explained = []
+    for _ in range(2):
+        masks = model.explain(states)
+        assert model.training
+        with torch.no_grad():
+            expected = model.eval()(states)
+        model.train()
+        torch.testing.assert_close(masks, expected, atol=1e-4, rtol=0)
+        explained.append(masks)
+        opt.zero_grad()
+        model(states).mean().backward()  # moves the weights and the batch norms' running statistics
+        opt.step()
+    assert (explained[1] - explained[0]).abs().max() > 1e-2  # so the comparison above could fail
+    folded = model._inference_net()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) and set(model.state_dict()) == keys
+
+    other = VisionMask(4)
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model.explain(states), other.eval()(states), atol=1e-4, rtol=0)
+
+
 def test_gradients_flow_only_into_explainer(agent: QAgent, breakout_states: np.ndarray) -> None:
     agent.train()
     agent_params = freeze_agent(agent)
