@@ -4,10 +4,13 @@ randomisation test) and one bar figure per game, ``figures/<Game>_faithfulness.p
 randomisation test's numbers also in ``figures/randomisation.csv``.
 
 Runs ``xrlkit evaluate-explainers`` and :func:`xrlkit.sanity.randomisation_table` once per game
-into ``--work`` (a game whose tables are already there is not run again, so an interrupted run
-resumes; a table that lacks a metric gets only that metric computed, on the same states), then
-combines the tables. With ``--games``, only those games are computed (e.g. a game whose expert or
-VisionMask was replaced) and every other game's rows already in ``--out`` are kept as they are.
+into ``--work``, then combines the tables. Each game's per-state scores are kept in ``--work``
+(``<Game>.scores.safetensors``, :mod:`xrlkit.scores`): an explainer and metric already scored
+there on the same states (for VisionMask: with the same checkpoint) is not scored again, so an
+interrupted run resumes where it stopped, a new metric is computed alone, and a retrained
+VisionMask is scored alone against the stored scores of the others. With ``--games``, only those
+games are computed (e.g. a game whose expert or VisionMask was replaced) and every other game's
+rows already in ``--out`` are kept as they are.
 
     .venv/bin/python scripts/faithfulness_table.py --work /tmp/faithfulness
 """
@@ -30,7 +33,7 @@ from xrlkit.defaults import shipped, shipped_models  # noqa: E402
 from xrlkit.agents.load import agent_protocol, load_any_agent  # noqa: E402
 from xrlkit.commands.evaluate_explainers import DEFAULT_EXPLAINERS, build_explainers  # noqa: E402
 from xrlkit.evaluation import rollout  # noqa: E402
-from xrlkit.metrics import DERIVED_METRICS, METRICS, REFERENCE_METRICS, explainer_ranks, metric_sanity  # noqa: E402
+from xrlkit.metrics import METRICS, REFERENCE_METRICS, explainer_ranks, metric_sanity  # noqa: E402
 from xrlkit.sanity import PASS_BELOW, randomisation_table  # noqa: E402
 from xrlkit.tables import rows_of_other_games  # noqa: E402
 
@@ -58,20 +61,9 @@ def main() -> int:
     for game in games:
         table_path = args.work / f"{game}.csv"
         has_vm = shipped(game, "visionmask") is not None
-        if not table_path.exists():
-            if (rc := evaluate(game, has_vm, args, table_path, METRICS)) != 0:
-                return rc
-        table = pd.read_csv(table_path)
-        missing = [m for m in METRICS if m not in set(table["metric"])]
-        if missing:  # a table made before a metric was added: compute just that metric, on the same states
-            extra_path = args.work / f"{game}-{'-'.join(missing)}.csv"
-            if (rc := evaluate(game, has_vm, args, extra_path, missing)) != 0:
-                return rc
-            order = {m: i for i, m in enumerate([*METRICS, *DERIVED_METRICS])}
-            table = pd.concat([table, pd.read_csv(extra_path)], ignore_index=True)
-            table = table.sort_values("metric", key=lambda m: m.map(order), kind="stable")
-            table.to_csv(table_path, index=False)
-        tables.append(table)
+        if (rc := evaluate(game, has_vm, args, table_path)) != 0:
+            return rc
+        tables.append(pd.read_csv(table_path))
         random_path = args.work / f"{game}-randomisation.csv"
         if not random_path.exists():
             randomisation(game, has_vm, args).to_csv(random_path, index=False)
@@ -170,19 +162,19 @@ def kept_rows(out: Path, games: list[str]) -> tuple[list[pd.DataFrame], list[pd.
     return tables, rows_of_other_games(out / "randomisation.csv", games)
 
 
-def evaluate(game: str, has_vm: bool, args: argparse.Namespace, out: Path, metrics) -> int:
-    """``xrlkit evaluate-explainers`` of every explainer on the game's shipped expert, ``metrics``
-    only, into the table ``out``; its exit code."""
+def evaluate(game: str, has_vm: bool, args: argparse.Namespace, out: Path) -> int:
+    """``xrlkit evaluate-explainers`` of every explainer on the game's shipped expert into the
+    table ``out`` (its per-state scores beside it, reused where still valid); its exit code."""
     started = time.perf_counter()
     rc = xrlkit_main([
         "evaluate-explainers", "--game", game, "--agent", "shipped",
         "--explainers", DEFAULT_EXPLAINERS + (",visionmask" if has_vm else ""),
-        *(["--visionmask", "shipped"] if has_vm else []), "--metrics", ",".join(metrics),
+        *(["--visionmask", "shipped"] if has_vm else []), "--metrics", ",".join(METRICS),
         "--reference", "background", "--n-states", str(args.n_states), "--every", str(args.every),
         "--seed", str(args.seed), "--lle-samples", str(args.lle_samples), "--out", str(out),
     ])
     if rc == 0:
-        print(f"{game}: {', '.join(metrics)}: {time.perf_counter() - started:.0f} s for {args.n_states} states", flush=True)
+        print(f"{game}: {time.perf_counter() - started:.0f} s for {args.n_states} states", flush=True)
     return rc
 
 

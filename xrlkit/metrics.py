@@ -35,7 +35,7 @@ explainers from random.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -402,21 +402,35 @@ def evaluate_explainers(
     batch_size: int = 16,
     seed: int = 0,
     compare_with: Sequence[str] = ("random",),
+    known: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    on_explainer: Callable[[str, dict[str, np.ndarray]], None] | None = None,
 ) -> pd.DataFrame:
     """Every explainer x every metric on ``states [N, 4, 84, 84]``; ``actions [N]`` default to the
-    agent's greedy actions. Explains ``batch_size`` states at a time.
+    agent's greedy actions: :func:`per_state_scores` (``batch_size``, ``known``, ``on_explainer``),
+    then :func:`score_table` (``seed``, ``compare_with``)."""
+    named_m = dict(metrics) if isinstance(metrics, Mapping) else {m.name: m for m in metrics}
+    scores = per_state_scores(agent, states, explainers, named_m, actions, batch_size, known, on_explainer)
+    return score_table(scores, {name: bool(m.higher_is_better) for name, m in named_m.items()}, seed, compare_with)
 
-    Returns a tidy table, one row per (explainer, metric): columns ``explainer``, ``metric``,
-    ``value`` (mean over states), ``std``, ``n_states``, ``higher_is_better``, ``ci_low`` /
-    ``ci_high`` (95% bootstrap interval of the mean, seeded with ``seed``). Metrics of
-    :data:`DERIVED_METRICS` are added where both their parts were computed.
 
-    Each explainer named in ``compare_with`` that is among them is compared with every other one
-    on the same states (paired): for ``random``, ``vs_random`` is the mean per-state gain over
-    random, signed so that positive is better, ``vs_random_low`` / ``vs_random_high`` its 95%
-    bootstrap interval and ``beats_random`` whether that interval lies above 0 (empty for random
-    itself); any other name ``c`` (e.g. ``visionmask``) gets ``vs_c``, ``vs_c_low``, ``vs_c_high``
-    the same way, so an interval below 0 says that ``c`` beats that explainer on that metric.
+def per_state_scores(
+    agent: Agent,
+    states: np.ndarray | torch.Tensor,
+    explainers: Mapping[str, Explainer] | Sequence[Explainer],
+    metrics: Mapping[str, Metric] | Sequence[Metric],
+    actions: np.ndarray | torch.Tensor | None = None,
+    batch_size: int = 16,
+    known: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    on_explainer: Callable[[str, dict[str, np.ndarray]], None] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{explainer: {metric: float [N]}}``: each metric's score of each explainer's map on each
+    of ``states [N, 4, 84, 84]`` (``actions [N]`` default to the agent's greedy actions),
+    explaining ``batch_size`` states at a time.
+
+    ``known`` holds scores computed before on the same states and actions (an earlier run's, see
+    :mod:`xrlkit.scores`): an explainer with every metric there is not run; one with some is run
+    for the missing metrics only. ``on_explainer(name, its scores)`` is called as each explainer
+    is done (to save progress).
     """
     named_e = dict(explainers) if isinstance(explainers, Mapping) else {e.name: e for e in explainers}
     named_m = dict(metrics) if isinstance(metrics, Mapping) else {m.name: m for m in metrics}
@@ -427,28 +441,61 @@ def evaluate_explainers(
         actions = greedy_actions(agent, x, batch_size)
     a = torch.as_tensor(actions)
     prepare_inputs(x, a, agent.n_actions, "cpu")  # validate shapes once, up front
-    higher = {m_name: bool(metric.higher_is_better) for m_name, metric in named_m.items()}
     per_state: dict[str, dict[str, np.ndarray]] = {}
     for e_name, explainer in named_e.items():
-        scores: dict[str, list[np.ndarray]] = {m: [] for m in named_m}
-        for xb, ab in zip(x.split(batch_size), a.split(batch_size)):
-            sal = explainer.explain(xb, ab)
-            for m_name, metric in named_m.items():
-                scores[m_name].append(metric(agent, xb, ab, sal, explainer))
-        per_state[e_name] = {m: np.concatenate(v) for m, v in scores.items()}
+        done = {m: np.asarray(v) for m, v in (known or {}).get(e_name, {}).items() if m in named_m}
+        for m, v in done.items():
+            if v.shape != (len(x),):
+                raise ValueError(f"known scores of {e_name} / {m} have shape {v.shape}, expected ({len(x)},) "
+                                 "(scores of other states?)")
+        todo = {m: metric for m, metric in named_m.items() if m not in done}
+        scores: dict[str, list[np.ndarray]] = {m: [] for m in todo}
+        if todo:
+            for xb, ab in zip(x.split(batch_size), a.split(batch_size)):
+                sal = explainer.explain(xb, ab)
+                for m_name, metric in todo.items():
+                    scores[m_name].append(metric(agent, xb, ab, sal, explainer))
+        per_state[e_name] = {m: done[m] if m in done else np.concatenate(scores[m]) for m in named_m}
+        if todo and on_explainer is not None:
+            on_explainer(e_name, per_state[e_name])
+    return per_state
+
+
+def score_table(
+    per_state: Mapping[str, Mapping[str, np.ndarray]],
+    higher_is_better: Mapping[str, bool],
+    seed: int = 0,
+    compare_with: Sequence[str] = ("random",),
+) -> pd.DataFrame:
+    """The tidy table of :func:`per_state_scores`' scores, one row per (explainer, metric):
+    columns ``explainer``, ``metric``, ``value`` (mean over states), ``std``, ``n_states``,
+    ``higher_is_better`` (from ``higher_is_better``, metric -> bool), ``ci_low`` / ``ci_high``
+    (95% bootstrap interval of the mean, seeded with ``seed``). Metrics of
+    :data:`DERIVED_METRICS` are added where both their parts are there.
+
+    Each explainer named in ``compare_with`` that is among them is compared with every other one
+    on the same states (paired): for ``random``, ``vs_random`` is the mean per-state gain over
+    random, signed so that positive is better, ``vs_random_low`` / ``vs_random_high`` its 95%
+    bootstrap interval and ``beats_random`` whether that interval lies above 0 (empty for random
+    itself); any other name ``c`` (e.g. ``visionmask``) gets ``vs_c``, ``vs_c_low``, ``vs_c_high``
+    the same way, so an interval below 0 says that ``c`` beats that explainer on that metric.
+    """
+    higher = dict(higher_is_better)
+    scores = {e: dict(by_metric) for e, by_metric in per_state.items()}
+    for by_metric in scores.values():
         for name, (plus, minus) in DERIVED_METRICS.items():
-            if plus in named_m and minus in named_m:
-                per_state[e_name][name] = per_state[e_name][plus] - per_state[e_name][minus]
+            if plus in by_metric and minus in by_metric:
+                by_metric[name] = by_metric[plus] - by_metric[minus]
                 higher[name] = True
     rows = []
-    for e_name, by_metric in per_state.items():
+    for e_name, by_metric in scores.items():
         for m_name, s in by_metric.items():
             low, high = mean_ci(s, seed)
             row: dict[str, Any] = {"explainer": e_name, "metric": m_name, "value": float(s.mean()),
                                    "std": float(s.std()), "n_states": len(s), "higher_is_better": higher[m_name],
                                    "ci_low": low, "ci_high": high}
-            for other in (c for c in compare_with if c in per_state and c != e_name):
-                gain = (s - per_state[other][m_name]) * (1 if higher[m_name] else -1)
+            for other in (c for c in compare_with if c in scores and c != e_name):
+                gain = (s - scores[other][m_name]) * (1 if higher[m_name] else -1)
                 g_low, g_high = mean_ci(gain, seed)
                 row.update({f"vs_{other}": float(gain.mean()), f"vs_{other}_low": g_low, f"vs_{other}_high": g_high})
                 if other == "random":

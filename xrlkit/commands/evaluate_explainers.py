@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
 
+from xrlkit.agents.base import greedy_actions
 from xrlkit.defaults import model_path
 from xrlkit.explainers import EXPLAINERS, Explainer, VisionMaskExplainer, make_explainer
 from xrlkit.games import resolve_game
 from xrlkit.evaluation import rollout
-from xrlkit.metrics import METRICS, REFERENCE_METRICS, SEEDED_METRICS, evaluate_explainers, make_metric, metric_sanity
+from xrlkit.metrics import (
+    METRICS, REFERENCE_METRICS, SEEDED_METRICS, make_metric, metric_sanity, per_state_scores, score_table,
+)
 from xrlkit.references import REFERENCE_MODES, estimate_background
+from xrlkit.scores import ScoreStore, fingerprint
 
 DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 
@@ -44,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="states explained together")
     p.add_argument("--device", default="cpu", help="torch device for the agent and explainers")
     p.add_argument("--out", default="explainers.csv", help="CSV table; a .json copy is written next to it")
+    p.add_argument("--scores", default=None,
+                   help="per-state scores file, reused by a rerun on the same states so that only new or changed "
+                        "explainers are scored (default: beside --out, <out>.scores.safetensors; see xrlkit.scores)")
     p.set_defaults(func=_run)
 
 
@@ -82,6 +90,13 @@ def _metric_options(name: str, args: argparse.Namespace, reference: dict) -> dic
     return options
 
 
+def _identity(path: str) -> str:
+    """A model file's SHA-256, or the name of a model that is not a file (a scripted agent)."""
+    from xrlkit.visionmask.model import file_sha256
+
+    return file_sha256(path) if Path(path).is_file() else str(path)
+
+
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.runlog import check_out_file
@@ -103,8 +118,16 @@ def _run(args: argparse.Namespace) -> int:
     reference = {"reference": args.reference,
                  "background": estimate_background(states) if args.reference == "background" else None}
     metrics = {m: make_metric(m, **_metric_options(m, args, reference)) for m in metric_names}
-    table = evaluate_explainers(agent, states, explainers, metrics, batch_size=args.batch_size, seed=args.seed,
-                                compare_with=compare_with)
+    actions = greedy_actions(agent, torch.as_tensor(states), args.batch_size)
+    store = ScoreStore(
+        Path(args.scores) if args.scores else out.with_suffix(".scores.safetensors"),
+        fingerprint(game, _identity(args.agent), args.reference, args.lle_samples, args.seed, args.batch_size,
+                    arrays=(states, actions)),
+        {name: fingerprint(name, _identity(args.visionmask) if name == "visionmask" else None) for name in explainers},
+    )
+    scores = per_state_scores(agent, states, explainers, metrics, actions, args.batch_size, store.known, store.add)
+    table = score_table(scores, {m: bool(metric.higher_is_better) for m, metric in metrics.items()}, args.seed,
+                        compare_with)
     table.insert(5, "game", game)
     table.insert(6, "agent", str(args.agent))
     table.to_csv(out, index=False)
