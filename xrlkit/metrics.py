@@ -402,24 +402,19 @@ def evaluate_explainers(
     batch_size: int = 16,
     seed: int = 0,
     compare_with: Sequence[str] = ("random",),
-    known: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-    on_explainer: Callable[[str, dict[str, np.ndarray]], None] | None = None,
 ) -> pd.DataFrame:
     """Every explainer x every metric on ``states [N, 4, 84, 84]``; ``actions [N]`` default to the
-    agent's greedy actions: :func:`per_state_scores` (``batch_size``, ``known``, ``on_explainer``),
-    then :func:`score_table` (``seed``, ``compare_with``)."""
+    agent's greedy actions: :func:`per_state_scores` (``batch_size``), then :func:`score_table`
+    (``seed``, ``compare_with``)."""
     named_m = dict(metrics) if isinstance(metrics, Mapping) else {m.name: m for m in metrics}
-    scores = per_state_scores(agent, states, explainers, named_m, actions, batch_size, known, on_explainer)
+    scores = per_state_scores(agent, states, explainers, named_m, actions, batch_size)
     return score_table(scores, {name: bool(m.higher_is_better) for name, m in named_m.items()}, seed, compare_with)
 
 
 def per_state_scores(
-    agent: Agent,
-    states: np.ndarray | torch.Tensor,
-    explainers: Mapping[str, Explainer] | Sequence[Explainer],
-    metrics: Mapping[str, Metric] | Sequence[Metric],
-    actions: np.ndarray | torch.Tensor | None = None,
-    batch_size: int = 16,
+    agent: Agent, states: np.ndarray | torch.Tensor,
+    explainers: Mapping[str, Explainer] | Sequence[Explainer], metrics: Mapping[str, Metric] | Sequence[Metric],
+    actions: np.ndarray | torch.Tensor | None = None, batch_size: int = 16,
     known: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     on_explainer: Callable[[str, dict[str, np.ndarray]], None] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
