@@ -191,15 +191,15 @@ class VisionMask(nn.Module):
         return next(self.parameters()).device
 
     def _input(self, states: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``states [B, 4, 84, 84]`` in [0, 255] as the network's normalised float input."""
         t = torch.as_tensor(states, device=self.device)
         if t.ndim != 4 or tuple(t.shape[1:]) != OBS_SHAPE:
             raise ValueError(f"expected states [B, 4, 84, 84], got shape {tuple(t.shape)}")
-        return t.float()
+        return (t.float() / 255.0 - GRAY_MEAN) / GRAY_STD
 
     def forward(self, states: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Masks ``float [B, K, 84, 84]`` in [0, 1] for ``states [B, 4, 84, 84]`` in [0, 255]."""
-        x = (self._input(states) / 255.0 - GRAY_MEAN) / GRAY_STD
-        return torch.sigmoid(self.net(x)["out"])
+        return torch.sigmoid(self.net(self._input(states))["out"])
 
     @torch.no_grad()
     def explain(self, states: np.ndarray | torch.Tensor, actions: Any = None) -> torch.Tensor:
@@ -210,8 +210,7 @@ class VisionMask(nn.Module):
         ``actions`` is accepted for interface symmetry with other explainers and ignored: the
         masks of every action are returned; index ``masks[b, actions[b]]`` for the chosen one.
         """
-        x = (self._input(states) / 255.0 - GRAY_MEAN) / GRAY_STD
-        return torch.sigmoid(self._inference_net()(x)["out"])
+        return torch.sigmoid(self._inference_net()(self._input(states))["out"])
 
     def _inference_net(self) -> nn.Module:
         """The inference copy of ``self.net``, rebuilt whenever a weight or buffer has changed
