@@ -18,6 +18,7 @@ rows already in ``--out`` are kept as they are.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from xrlkit.commands.evaluate_explainers import DEFAULT_EXPLAINERS, build_explai
 from xrlkit.evaluation import rollout  # noqa: E402
 from xrlkit.metrics import METRICS, REFERENCE_METRICS, explainer_ranks, metric_sanity  # noqa: E402
 from xrlkit.sanity import PASS_BELOW, randomisation_table  # noqa: E402
+from xrlkit.scores import fingerprint, model_identity  # noqa: E402
 from xrlkit.tables import rows_of_other_games  # noqa: E402
 
 #: what each metric puts where it removes pixels, reported with every number
@@ -64,10 +66,7 @@ def main() -> int:
         if (rc := evaluate(game, has_vm, args, table_path)) != 0:
             return rc
         tables.append(pd.read_csv(table_path))
-        random_path = args.work / f"{game}-randomisation.csv"
-        if not random_path.exists():
-            randomisation(game, has_vm, args).to_csv(random_path, index=False)
-        randomised.append(pd.read_csv(random_path))
+        randomised.append(randomisation_rows(game, has_vm, args))
     table = pd.concat(tables, ignore_index=True)
     table = table.sort_values("game", kind="stable", ignore_index=True)
     table["agent"] = table["agent"].map(lambda path: Path(path).name)  # the shipped file, not this machine's path
@@ -176,6 +175,25 @@ def evaluate(game: str, has_vm: bool, args: argparse.Namespace, out: Path) -> in
     if rc == 0:
         print(f"{game}: {time.perf_counter() - started:.0f} s for {args.n_states} states", flush=True)
     return rc
+
+
+def randomisation_rows(game: str, has_vm: bool, args: argparse.Namespace) -> pd.DataFrame:
+    """The model randomisation test's rows of ``game``: kept in ``--work`` (``<Game>-randomisation.csv``,
+    with the fingerprint of its expert and VisionMask files and states in ``<Game>-randomisation.json``)
+    and computed again when any of them changed, e.g. after a VisionMask was retrained."""
+    path = args.work / f"{game}-randomisation.csv"
+    setup_path = path.with_suffix(".json")
+    setup = fingerprint(game, model_identity(shipped(game, "expert")),
+                        model_identity(shipped(game, "visionmask")) if has_vm else None,
+                        args.randomisation_states, args.every, args.seed)
+    try:
+        stored = json.loads(setup_path.read_text())["setup"] if path.exists() else None
+    except (OSError, ValueError, KeyError, TypeError):  # missing or unreadable: compute again
+        stored = None
+    if stored != setup:
+        randomisation(game, has_vm, args).to_csv(path, index=False)
+        setup_path.write_text(json.dumps({"setup": setup}))
+    return pd.read_csv(path)
 
 
 def randomisation(game: str, has_vm: bool, args: argparse.Namespace) -> pd.DataFrame:

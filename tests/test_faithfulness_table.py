@@ -60,3 +60,31 @@ def test_visionmask_against_each_reads_the_paired_gain_from_visionmasks_side(mon
     assert lines["grad"].endswith("-0.010 [-0.030, +0.020]")
     assert "visionmask " not in text.split("```")[1]  # VisionMask is not compared with itself
     assert faithfulness_table.visionmask_against_each(rows.drop(columns=["vs_visionmask"])) == []
+
+
+def test_randomisation_rows_are_computed_again_when_a_model_file_changes(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import argparse
+
+    import faithfulness_table
+
+    files = {role: tmp_path / f"{role}.safetensors" for role in ("expert", "visionmask")}
+    for path in files.values():
+        path.write_bytes(b"weights")
+    monkeypatch.setattr(faithfulness_table, "shipped", lambda game, role: files[role])
+    runs: list[int] = []
+
+    def randomisation(game, has_vm, args):
+        runs.append(1)
+        return pd.DataFrame({"explainer": ["visionmask"], "spearman": [float(len(runs))], "game": [game]})
+
+    monkeypatch.setattr(faithfulness_table, "randomisation", randomisation)
+    args = argparse.Namespace(work=tmp_path, randomisation_states=4, every=30, seed=0)
+    rows = lambda: faithfulness_table.randomisation_rows("Pong", True, args)["spearman"].tolist()  # noqa: E731
+    assert rows() == [1.0] and rows() == [1.0]  # kept in --work: computed once
+    files["visionmask"].write_bytes(b"retrained")
+    assert rows() == [2.0]  # a retrained VisionMask is tested again
+    (tmp_path / "Pong-randomisation.json").write_text("{not json")
+    assert rows() == [3.0]  # an unreadable fingerprint: computed again, not an error
+    args.randomisation_states = 8
+    assert rows() == [4.0] and rows() == [4.0]

@@ -17,7 +17,7 @@ from xrlkit.metrics import (
     METRICS, REFERENCE_METRICS, SEEDED_METRICS, make_metric, metric_sanity, per_state_scores, score_table,
 )
 from xrlkit.references import REFERENCE_MODES, estimate_background
-from xrlkit.scores import ScoreStore, fingerprint
+from xrlkit.scores import ScoreStore, fingerprint, model_identity
 
 DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
 
@@ -90,13 +90,6 @@ def _metric_options(name: str, args: argparse.Namespace, reference: dict) -> dic
     return options
 
 
-def _identity(path: str) -> str:
-    """A model file's SHA-256, or the name of a model that is not a file (a scripted agent)."""
-    from xrlkit.visionmask.model import file_sha256
-
-    return file_sha256(path) if Path(path).is_file() else str(path)
-
-
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.runlog import check_out_file
@@ -121,9 +114,9 @@ def _run(args: argparse.Namespace) -> int:
     actions = greedy_actions(agent, torch.as_tensor(states), args.batch_size)
     store = ScoreStore(
         Path(args.scores) if args.scores else out.with_suffix(".scores.safetensors"),
-        fingerprint(game, _identity(args.agent), args.reference, args.lle_samples, args.seed, args.batch_size,
+        fingerprint(game, model_identity(args.agent), args.reference, args.lle_samples, args.seed, args.batch_size,
                     arrays=(states, actions)),
-        {name: fingerprint(name, _identity(args.visionmask) if name == "visionmask" else None) for name in explainers},
+        {name: fingerprint(name, model_identity(args.visionmask) if name == "visionmask" else None) for name in explainers},
     )
     scores = per_state_scores(agent, states, explainers, metrics, actions, args.batch_size, store.known, store.add)
     table = score_table(scores, {m: bool(metric.higher_is_better) for m, metric in metrics.items()}, args.seed,
