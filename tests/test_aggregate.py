@@ -4,6 +4,7 @@ IFE-against-baselines script that combines them."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -110,3 +111,41 @@ def test_the_comparison_script_refuses_unequal_budgets(runs, tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_script().main([str(runs), str(tmp_path / "longer"), "--out", str(tmp_path / "figures")])
     assert "frame budgets differ within Breakout" in capsys.readouterr().err
+    assert not (tmp_path / "figures" / "ife_vs_baselines.csv").exists()  # nothing recorded
+
+
+def test_the_comparison_keeps_a_record_that_runs_of_a_later_session_join(runs, tmp_path, capsys):
+    script, out = load_script(), tmp_path / "figures"
+    earlier = tmp_path / "earlier"  # one session trains the Nature runs; their folders are gone later
+    shutil.copytree(runs / "nature", earlier / "nature")
+    assert script.main([str(earlier), "--out", str(out), "--reps", "200"]) == 0
+    shutil.rmtree(earlier)
+    assert script.main([str(runs / "ife"), "--out", str(out), "--reps", "200"]) == 0
+    table = pd.read_csv(out / "ife_vs_baselines.csv")
+    assert sorted(zip(table["encoder"], table["seed"])) == [("ife", 1), ("ife", 2), ("nature", 1), ("nature", 2)]
+    assert all((out / c).is_file() for c in table["curve"])
+    assert set(pd.read_csv(out / "ife_vs_baselines_iqm.csv")["method"]) == {"nature", "ife"}
+
+    table.loc[table["encoder"] == "ife", "score"] = 999.0  # a run given again replaces its row
+    table.to_csv(out / "ife_vs_baselines.csv", index=False)
+    assert script.main([str(runs / "ife" / "Breakout-s1"), "--out", str(out), "--reps", "200"]) == 0
+    again = pd.read_csv(out / "ife_vs_baselines.csv").set_index(["encoder", "seed"])["score"]
+    assert len(again) == 4 and again[("ife", 2)] == 999.0
+    assert again[("ife", 1)] == score_table(runs / "ife" / "Breakout-s1")["score"].item()
+
+    (out / "ife_vs_baselines_curves.png").unlink()  # no folder: the figures from the record alone
+    assert script.main(["--out", str(out), "--reps", "200"]) == 0
+    assert (out / "ife_vs_baselines_curves.png").stat().st_size > 10_000
+
+    (out / table["curve"][0]).unlink()
+    with pytest.raises(SystemExit):
+        script.main(["--out", str(out)])
+    assert "names learning curves that are not there" in capsys.readouterr().err
+    (out / "ife_vs_baselines.csv").write_text("game,seed\nPong,1\n")
+    with pytest.raises(SystemExit):
+        script.main([str(runs), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "lacks columns" in err and "delete it to start afresh" in err
+    with pytest.raises(SystemExit):
+        script.main(["--out", str(tmp_path / "empty")])
+    assert "no run recorded" in capsys.readouterr().err

@@ -69,8 +69,9 @@ class CsvLog:
 
 
 def read_curve(out_dir: str | Path, as_pandas: bool = False) -> Any:
-    """``out_dir/metrics.csv`` as ``{column: list of floats}`` (empty cells: NaN) or a DataFrame."""
-    path = Path(out_dir) / "metrics.csv"
+    """``out_dir/metrics.csv`` (or ``out_dir`` itself, a run's curve kept as a ``.csv`` file) as
+    ``{column: list of floats}`` (empty cells: NaN) or a DataFrame."""
+    path = Path(out_dir) if Path(out_dir).suffix == ".csv" else Path(out_dir) / "metrics.csv"
     if not path.is_file():
         raise FileNotFoundError(f"no learning curve at {path}")
     if as_pandas:
