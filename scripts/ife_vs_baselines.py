@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 
 from xrlkit import plotting  # noqa: E402
 from xrlkit.aggregate import interval_estimates  # noqa: E402
-from xrlkit.runlog import check_out_dir  # noqa: E402
+from xrlkit.runlog import check_out_dir, curve_path  # noqa: E402
 from xrlkit.sweep import SCORE_COLUMNS, score_table  # noqa: E402
 
 TABLE = "ife_vs_baselines.csv"
@@ -81,10 +81,10 @@ def merge_runs(out: Path, folders: list[Path]) -> pd.DataFrame:
 
 
 def write_record(out: Path, table: pd.DataFrame) -> None:
-    """Copy each new run's ``metrics.csv`` to its ``curve`` in ``out`` and write the table."""
+    """Copy each new run's learning curve to its ``curve`` in ``out`` and write the table."""
     for row in table.dropna(subset=["run"]).itertuples():
         (out / row.curve).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(row.run) / "metrics.csv", out / row.curve)
+        shutil.copyfile(curve_path(row.run), out / row.curve)
     table[COLUMNS].to_csv(out / TABLE, index=False)
 
 

@@ -68,10 +68,16 @@ class CsvLog:
                 yield from csv.DictReader(f)
 
 
+def curve_path(out_dir: str | Path) -> Path:
+    """Where a run's learning curve is: ``out_dir/metrics.csv``, or ``out_dir`` itself when it is
+    a curve kept as a ``.csv`` file."""
+    return Path(out_dir) if Path(out_dir).suffix == ".csv" else Path(out_dir) / "metrics.csv"
+
+
 def read_curve(out_dir: str | Path, as_pandas: bool = False) -> Any:
-    """``out_dir/metrics.csv`` (or ``out_dir`` itself, a run's curve kept as a ``.csv`` file) as
-    ``{column: list of floats}`` (empty cells: NaN) or a DataFrame."""
-    path = Path(out_dir) if Path(out_dir).suffix == ".csv" else Path(out_dir) / "metrics.csv"
+    """The learning curve at :func:`curve_path` of ``out_dir`` as ``{column: list of floats}``
+    (empty cells: NaN) or a DataFrame."""
+    path = curve_path(out_dir)
     if not path.is_file():
         raise FileNotFoundError(f"no learning curve at {path}")
     if as_pandas:
