@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from xrlkit.runlog import curve_path
 from xrlkit.runtime import cpu_info
 
 RESULTS = Path(__file__).parent / "results"
@@ -73,7 +74,7 @@ def run_xrlkit(encoder: str, iterations: int, extra: list[str], env: dict[str, s
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
         runtime_line = next(line for line in proc.stderr.splitlines() if line.startswith("runtime:"))
-        with open(Path(out) / "metrics.csv") as f:
+        with open(curve_path(out)) as f:
             rows = list(csv.DictReader(f))[1:]
     return {
         "agent_steps_per_s": round(1024 * len(rows) / sum(float(r["rollout_s"]) + float(r["update_s"]) for r in rows), 1),

@@ -49,3 +49,13 @@ def test_unwritable_output_fails_first(name: str, where: str, tmp_path: Path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad.parent) in err, err
     assert not (tmp_path / "missing").exists()
+
+
+def test_curves_of_a_folder_without_a_learning_curve_is_a_clear_error(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    assert main(["curves", f"a={empty}", "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no learning curve in" in err and str(empty) in err and "metrics.csv" in err, err
+    assert not (tmp_path / "c.png").exists()

@@ -51,7 +51,7 @@ from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.registry import choose
-from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save
+from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, curve_path
 from xrlkit.runtime import Runtime, resolve_runtime
 from xrlkit.shapes import OBS_SHAPE
 
@@ -232,7 +232,7 @@ def distill(
                    "rng.torch": gen.get_state()}
         atomic_save(resume_path, tensors, {"counters": counters, "settings": settings})
 
-    log = CsvLog(out / "metrics.csv", ("round", "states", "agreement_before", "loss", "wall_s"), step_column="round")
+    log = CsvLog(curve_path(out), ("round", "states", "agreement_before", "loss", "wall_s"), step_column="round")
     log.trim(counters["round"] - 1)  # a row written after the checkpoint a crashed run resumes from
     t0 = time.time() - counters["elapsed_s"]
     with StopFlag() as stop:

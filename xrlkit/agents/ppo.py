@@ -54,7 +54,8 @@ from xrlkit.evaluation import evaluate
 from xrlkit.games import is_atari, resolve_game
 from xrlkit.presets import config_from_preset
 from xrlkit.registry import choose
-from xrlkit.runlog import CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run
+from xrlkit.runlog import (CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run,
+                           curve_path)
 from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
 from xrlkit.shapes import OBS_SHAPE
 
@@ -188,7 +189,7 @@ def train(
     rt = runtime or resolve_runtime()
     out = check_out_dir(out_dir)
     resume_path, agent_path = out / "resume.safetensors", out / "agent.safetensors"
-    log = CsvLog(out / "metrics.csv", METRIC_COLUMNS)
+    log = CsvLog(curve_path(out), METRIC_COLUMNS)
     run = {"algo": "ppo", "game": game, "encoder": encoder, "protocol": proto.name, "seed": seed,
            "preset": preset, "ppo_config": asdict(cfg)}
     resuming = resume and resume_path.is_file()

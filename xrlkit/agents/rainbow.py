@@ -53,7 +53,7 @@ from xrlkit.evaluation import evaluate
 from xrlkit.games import is_atari, resolve_game
 from xrlkit.presets import config_from_preset
 from xrlkit.registry import choose
-from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, read_curve
+from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, curve_path, read_curve
 from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
 
 
@@ -369,7 +369,7 @@ def train(
     out = check_out_dir(out_dir)
     resume_path, replay_path = out / "resume.safetensors", out / "replay.safetensors"
     agent_path = out / "agent.safetensors"
-    log = CsvLog(out / "metrics.csv", METRIC_COLUMNS)
+    log = CsvLog(curve_path(out), METRIC_COLUMNS)
     run = {"game": game, "preset": preset, "encoder": encoder, "protocol": proto.name, "seed": seed,
            "rainbow_config": asdict(cfg)}
     resuming = resume and resume_path.is_file()

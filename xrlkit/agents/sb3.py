@@ -58,6 +58,7 @@ from xrlkit.shapes import FRAME_SHAPE, OBS_SHAPE
 from xrlkit.evaluation import evaluate
 from xrlkit.games import resolve_game
 from xrlkit.registry import choose
+from xrlkit.runlog import curve_path
 
 #: algorithm name -> SB3 class
 ALGOS: dict[str, type[BaseAlgorithm]] = {
@@ -599,7 +600,7 @@ def train_sb3(
     else:
         model = cls(preset["policy"], env, seed=seed, device=device, verbose=0, **_build_hyperparams(raw))
     start = model.num_timesteps
-    metrics = out_dir / "metrics.csv"
+    metrics = curve_path(out_dir)
     t0 = time.time()
     evaluated: list[int] = []
 

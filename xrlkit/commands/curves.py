@@ -17,15 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xrlkit.runlog import check_out_file
+    from xrlkit.runlog import check_out_file, curve_path
 
     runs: dict[str, Path] = {}
     for item in args.runs:
         label, sep, folder = item.partition("=")
         if not sep or not label or not folder:
             raise ValueError(f"expected LABEL=FOLDER, got {item!r}")
-        if not (Path(folder) / "metrics.csv").is_file():
-            raise FileNotFoundError(f"no metrics.csv in {folder}")
+        if not curve_path(folder).is_file():
+            raise FileNotFoundError(f"no learning curve in {folder} ({curve_path(folder).name} is missing)")
         runs[label] = Path(folder)
     out = check_out_file(args.out)
     import matplotlib
