@@ -277,3 +277,26 @@ def test_the_old_gym_that_mario_needs_prints_no_notice():
     pytest.importorskip("gym")
     done = subprocess.run([sys.executable, "-c", "import xrlkit.envs, gym"], capture_output=True, text=True)
     assert done.returncode == 0 and "unmaintained" not in done.stderr, done.stderr
+
+
+def test_states_of_highway_play_come_from_every_point_of_its_fixed_length_episodes():
+    """rollout's step count runs on across episodes: every 30th step of highway's 30-step episodes
+    would be the first of each (the state after a reset, whose older frames highway-env leaves
+    black); the stride is raised to one with no factor in common with 30."""
+    from xrlkit.evaluation import rollout, spread_every
+    from xrlkit.worlds import FIXED_EPISODE_STEPS
+
+    env = make_env("highway-fast-v0")
+    config = env.unwrapped.config
+    assert FIXED_EPISODE_STEPS["highway-fast-v0"] == config["duration"] * config["policy_frequency"] == 30
+    env.close()
+    assert [spread_every("highway-fast-v0", k) for k in (1, 7, 10, 30)] == [1, 7, 11, 31]
+    assert spread_every("Breakout", 30) == 30
+
+    class Slow:  # brakes: survives whole episodes
+        def act(self, obs, epsilon=0.0):
+            return np.full(len(obs), action_meanings("highway-fast-v0").index("SLOWER"))
+
+    states = rollout(Slow(), "highway-fast-v0", 4, protocol="highway", seed=0, every=30).states
+    starts = [not s[-2].any() for s in states]
+    assert starts == [True, False, False, False], starts

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import math
+
 import numpy as np
 from tqdm.auto import tqdm
 
 from xrlkit.agents.base import Agent
 from xrlkit.envs import Protocol, make_env, make_vector_env, rgb_frame
 from xrlkit.games import human_normalized_score, resolve_game
-from xrlkit.worlds import EPISODE_STATS
+from xrlkit.worlds import EPISODE_STATS, FIXED_EPISODE_STEPS
 
 
 @dataclass
@@ -116,6 +118,18 @@ class Rollout:
     episode: np.ndarray
 
 
+def spread_every(game: str, every: int) -> int:
+    """The stride :func:`rollout` keeps states at: ``every``, except in a world whose episodes all
+    last the same number of steps (:data:`xrlkit.worlds.FIXED_EPISODE_STEPS`), where it is the
+    smallest stride >= ``every`` with no factor in common with that length. Every 30th step of
+    highway-fast-v0's 30-step episodes would be the first step of each; every 31st walks through
+    all 30 points of an episode."""
+    length = FIXED_EPISODE_STEPS.get(resolve_game(game))
+    while length is not None and math.gcd(every, length) != 1:
+        every += 1
+    return every
+
+
 def rollout(
     agent: Agent,
     game: str,
@@ -128,9 +142,12 @@ def rollout(
 ) -> Rollout:
     """Play ``agent`` (epsilon-greedy) on an evaluation env and keep every ``every``-th state until
     ``n_states`` are kept (``every > 1`` avoids near-duplicate states). Episodes restart when
-    they end. Seeded: the same arguments give the same states."""
+    they end; the step count runs on across them, with the stride of :func:`spread_every`, so
+    the states come from every point of an episode. Seeded: the same arguments give the same
+    states."""
     if n_states < 1 or every < 1:
         raise ValueError(f"need n_states >= 1 and every >= 1, got {n_states} and {every}")
+    every = spread_every(game, every)
     env = make_env(game, protocol, seed=seed)
     obs, _ = env.reset(seed=seed)
     keep: dict[str, list] = {"states": [], "frames": [], "actions": [], "rewards": [], "episode": []}

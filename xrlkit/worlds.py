@@ -59,6 +59,11 @@ MARIO_MAX_STEPS = 4_000
 SUBPROCESS_WORLDS = frozenset({"highway-fast-v0", "SuperMarioBros-1-1-v0"})
 
 
+#: worlds whose every episode lasts the same number of agent steps unless it ends early
+#: (highway-fast-v0: its ``duration`` of 30 s at one decision a second)
+FIXED_EPISODE_STEPS: dict[str, int] = {"highway-fast-v0": 30}
+
+
 #: what a world reports of an episode beside its return (:func:`xrlkit.evaluation.evaluate`):
 #: info key -> how the episode's steps reduce to one number, its ``"last"`` value or the ``"mean"``
 #: over its steps. highway: whether the ego car crashed, its mean speed (m/s); Mario: the
