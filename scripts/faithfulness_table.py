@@ -80,8 +80,8 @@ def main() -> int:
 
     lines = [f"# Faithfulness of every explainer on every shipped expert\n",
              f"Last run: `{' '.join(['python', *sys.argv])}`. Each game's heading gives its number of states "
-             f"and the stride of its states (games keep the rows of the run that computed them): every "
-             f"{args.every}th step of play on seed {args.seed}+ (never used in training), a stride with no factor "
+             f"and the stride of its states (games keep the rows of the run that computed them): one state every "
+             f"{args.every} steps of play on seed {args.seed}+ (never used in training), a stride with no factor "
              "in common with the length of a world whose episodes all last the same (`xrlkit.evaluation.spread_every`); "
              "classic metrics "
              "with the background reference, ROAD with noisy linear imputation; `*` = better than random "
@@ -95,7 +95,7 @@ def main() -> int:
         ranks = explainer_ranks(sub, [m for m in CLASSIC_VS_ROBUST if m in set(sub["metric"])])
         rand = random_table[random_table["game"] == game].drop(columns="game").set_index("explainer").round(3)
         n_states = sub["n_states"].iloc[0]
-        lines += [f"## {game} ({n_states} states, every {spread_every(game, args.every)}th step)\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
+        lines += [f"## {game} ({n_states} states, one every {spread_every(game, args.every)} steps)\n", summary_table(sub, rand), "", "```", wide.to_string(), "```", "",
                   f"Metrics that tell no explainer from random: {', '.join(flagged) or 'none'}.\n",
                   *visionmask_against_each(sub),
                   "Ranks (1 = best), classic beside robust:\n", "```", ranks.to_string(), "```", "",
