@@ -50,7 +50,11 @@ def update_flops(encoder: str, n_actions: int = 6, batch: int = 256) -> float:
 
 
 def gemm_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """GFLOP/s of a large square matmul on all cores: the practical peak of this CPU for ``dtype``."""
+    """GFLOP/s of a large square matmul on all cores: the practical peak of this CPU for ``dtype``.
+    Without native bf16 a bf16 matmul runs ~100x slower (a 2048² one took minutes on a Zen 3 CPU),
+    so there it is timed on a 512² matmul, once."""
+    if dtype == torch.bfloat16 and not cpu_info()["bf16_native"]:
+        n, reps = 512, 1
     a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
     a @ b
     start = time.perf_counter()
@@ -113,6 +117,9 @@ def main() -> None:
     p.add_argument("--encoders", default="nature,nature-attention,ife,impala",
                    help="xrlkit encoders to time with the chosen runtime")
     p.add_argument("--note", default="", help="free text stored with the results")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the results (default: benchmarks/results/train-cpu.json, or train-cuda.json "
+                        "on a GPU, the file the study's time estimate reads)")
     args = p.parse_args()
     info = cpu_info()
     cores = info["cores"]
@@ -148,8 +155,8 @@ def main() -> None:
                            "gemm_gflop_per_s": {"fp32": round(gemm_ceiling(torch.float32), 1),
                                                 "bf16": round(gemm_ceiling(torch.bfloat16), 1)},
                            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"train-{'cuda' if torch.cuda.is_available() else 'cpu'}.json"
+    path = args.out or RESULTS / f"train-{'cuda' if torch.cuda.is_available() else 'cpu'}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([machine, *records], indent=2) + "\n")
     print(f"wrote {path}")
 
