@@ -300,3 +300,19 @@ def test_states_of_highway_play_come_from_every_point_of_its_fixed_length_episod
     states = rollout(Slow(), "highway-fast-v0", 4, protocol="highway", seed=0, every=30).states
     starts = [not s[-2].any() for s in states]
     assert starts == [True, False, False, False], starts
+
+
+def test_a_process_that_rendered_highway_still_stops_on_sigterm():
+    """pygame's SDL would swallow SIGINT / SIGTERM (a trainer could then not checkpoint on them)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, signal, time\n"
+            "from xrlkit.envs import make_env\n"
+            "env = make_env('highway-fast-v0', seed=0); env.reset(seed=0); env.step(1)\n"
+            "os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+            "print('alive after SIGTERM')\n")
+    env = {k: v for k, v in os.environ.items() if k != "SDL_NO_SIGNAL_HANDLERS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == -15 and "alive" not in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-500:])

@@ -37,6 +37,7 @@ Worlds have no human reference score, so their HNS is NaN (:func:`xrlkit.games.h
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import cv2
@@ -81,6 +82,11 @@ HIGHWAY_FRAME_ZOOM = 4
 
 
 def _highway(render_mode: str | None) -> gym.Env:
+    # highway-env draws with pygame, and SDL's default signal handlers turn SIGINT and SIGTERM into
+    # quit events that nobody reads: a process that had rendered a highway frame could then be
+    # stopped by SIGKILL only, and a trainer's checkpoint on SIGTERM never ran. Set before pygame's
+    # first init; a user's own setting is kept.
+    os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
     import highway_env
 
     gym.register_envs(highway_env)
