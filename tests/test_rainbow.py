@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -201,6 +202,30 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     again = read_meta(train("Breakout", out_dir=killed, **kwargs))
     assert again["steps"] == 600 and again["updates"] == meta["updates"]
     assert again["resumed_from"] == [killed_at, 600]
+
+
+def test_sigint_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path: Path) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / sig.name
+        kwargs = {**TINY, "total_frames": 400_000, "checkpoint_every_frames": 0}
+        code = ("import signal, sys\n"
+                "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as in a terminal, even when started in the background
+                "from xrlkit.agents.rainbow import train\n"
+                "from xrlkit.runlog import TrainingInterrupted\n"
+                f"try:\n    train('Breakout', out_dir={str(out)!r}, **{kwargs!r})\n"
+                "except TrainingInterrupted as stop:\n    print(stop, file=sys.stderr); sys.exit(130)\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        # the trainer prints its expected time just before its loop; a checkpoint is only written on the signal
+        while not (line := proc.stderr.readline()).startswith("expected time"):
+            assert line, f"the run ended before training: {proc.communicate()[1][-2000:]}"
+        time.sleep(1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-2000:]
+        assert "run the same command again to resume" in err and "Traceback" not in err
+        assert read_meta(out / "resume.safetensors")["counters"]["env_steps"] > 0
+        assert not (out / "agent.safetensors").exists()
 
 
 def test_resume_without_saved_replay_starts_new_episodes(tmp_path: Path) -> None:

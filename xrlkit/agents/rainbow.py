@@ -22,8 +22,9 @@ evaluation and checkpoint cadence, ``n_envs``) are arguments of :func:`train`.
 
 Files in ``out_dir``: ``agent.safetensors`` (the final agent, :func:`xrlkit.checkpoint.save_agent`),
 ``metrics.csv`` (learning curve, :func:`learning_curve`), ``resume.safetensors`` (online and
-target nets, flattened Adam state, counters, config and RNG states as JSON; no pickle) and,
-with ``save_replay=True``, ``replay.safetensors``.
+target nets, flattened Adam state, counters, config and RNG states as JSON; no pickle; written
+every ``checkpoint_every_frames`` and on Ctrl-C / SIGTERM, which then raise
+:class:`~xrlkit.runlog.TrainingInterrupted`) and, with ``save_replay=True``, ``replay.safetensors``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ from xrlkit.evaluation import evaluate
 from xrlkit.games import is_atari, resolve_game
 from xrlkit.presets import config_from_preset
 from xrlkit.registry import choose
-from xrlkit.runlog import CsvLog, atomic_save, check_out_dir, check_same_run, curve_path, read_curve
+from xrlkit.runlog import (CsvLog, StopFlag, TrainingInterrupted, atomic_save, check_out_dir, check_same_run,
+                           curve_path, read_curve)
 from xrlkit.runtime import Runtime, expected_duration, resolve_runtime
 
 
@@ -473,46 +475,53 @@ def train(
     bar = tqdm(total=total_frames // skip, initial=counters["env_steps"], unit="step",
                desc=f"rainbow {game}", disable=not progress, dynamic_ncols=True)
     try:
-        while frames() < total_frames:
-            f = frames()
-            epsilon = cfg.eps_final + (cfg.eps_start - cfg.eps_final) * max(0.0, 1 - f / cfg.eps_decay_frames)
-            with rt.phase("rollout"):
-                actions = learner.act(obs, epsilon)
-            next_obs, reward, terminated, truncated, info = env.step(actions)
-            if save_replay:
-                actions_taken.append(np.asarray(actions, dtype=np.uint8))
-            ended = terminated | truncated
-            learning_reward = proto.learning_reward(reward)
-            buffer.add(obs, actions, learning_reward, terminated, truncated, _final_obs(info, ended, obs))
-            recent.extend(games.step(reward, ended, info))
-            obs = next_obs
-            counters["env_steps"] += cfg.n_envs
-            bar.update(cfg.n_envs)
+        with StopFlag() as stop:
+            while frames() < total_frames and not stop:
+                f = frames()
+                epsilon = cfg.eps_final + (cfg.eps_start - cfg.eps_final) * max(0.0, 1 - f / cfg.eps_decay_frames)
+                with rt.phase("rollout"):
+                    actions = learner.act(obs, epsilon)
+                next_obs, reward, terminated, truncated, info = env.step(actions)
+                if save_replay:
+                    actions_taken.append(np.asarray(actions, dtype=np.uint8))
+                ended = terminated | truncated
+                learning_reward = proto.learning_reward(reward)
+                buffer.add(obs, actions, learning_reward, terminated, truncated, _final_obs(info, ended, obs))
+                recent.extend(games.step(reward, ended, info))
+                obs = next_obs
+                counters["env_steps"] += cfg.n_envs
+                bar.update(cfg.n_envs)
 
-            if len(buffer) >= learn_start:
-                beta = cfg.per_beta0 + (cfg.per_beta_final - cfg.per_beta0) * min(1.0, frames() / total_frames)
-                with rt.phase("update"):
-                    for _ in range(cfg.updates_per_step):
-                        batch = buffer.sample(cfg.batch_size, beta)
-                        loss, priorities = learner.update(batch)
-                        buffer.update_priorities(batch.indices, priorities)
-                        losses.append(loss)
-            while frames() >= counters["next_sync"]:
-                learner.sync_target()
-                counters["next_sync"] += cfg.target_update_frames
-            if progress and (counters["env_steps"] // cfg.n_envs) % 50 == 0:
-                bar.set_postfix(ret=f"{np.mean(recent):.1f}" if recent else "-",
-                                loss=f"{np.mean(losses):.3f}" if losses else "-", eps=f"{epsilon:.2f}")
-            if eval_every_frames > 0 and eval_episodes > 0 and frames() >= counters["next_eval"]:
-                run_eval()
-                while counters["next_eval"] <= frames():
-                    counters["next_eval"] += eval_every_frames
-            if checkpoint_every_frames > 0 and frames() >= counters["next_ckpt"]:
+                if len(buffer) >= learn_start:
+                    beta = cfg.per_beta0 + (cfg.per_beta_final - cfg.per_beta0) * min(1.0, frames() / total_frames)
+                    with rt.phase("update"):
+                        for _ in range(cfg.updates_per_step):
+                            batch = buffer.sample(cfg.batch_size, beta)
+                            loss, priorities = learner.update(batch)
+                            buffer.update_priorities(batch.indices, priorities)
+                            losses.append(loss)
+                while frames() >= counters["next_sync"]:
+                    learner.sync_target()
+                    counters["next_sync"] += cfg.target_update_frames
+                if progress and (counters["env_steps"] // cfg.n_envs) % 50 == 0:
+                    bar.set_postfix(ret=f"{np.mean(recent):.1f}" if recent else "-",
+                                    loss=f"{np.mean(losses):.3f}" if losses else "-", eps=f"{epsilon:.2f}")
+                if eval_every_frames > 0 and eval_episodes > 0 and frames() >= counters["next_eval"]:
+                    run_eval()
+                    while counters["next_eval"] <= frames():
+                        counters["next_eval"] += eval_every_frames
+                if checkpoint_every_frames > 0 and frames() >= counters["next_ckpt"]:
+                    counters["elapsed_s"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    save_resume()
+                    while counters["next_ckpt"] <= frames():
+                        counters["next_ckpt"] += checkpoint_every_frames
+            if stop:
                 counters["elapsed_s"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
                 save_resume()
-                while counters["next_ckpt"] <= frames():
-                    counters["next_ckpt"] += checkpoint_every_frames
+                raise TrainingInterrupted(
+                    f"stopped at {frames():,} frames; kept {resume_path} and {log.path}; "
+                    "run the same command again to resume")
     finally:
         bar.close()
         env.close()
