@@ -12,7 +12,6 @@ from xrlkit.agents.load import agent_protocol, load_any_agent
 from xrlkit.defaults import MODELS_DIR, shipped, shipped_models
 from xrlkit.envs import action_meanings
 from xrlkit.evaluation import evaluate, rollout
-from xrlkit.games import is_atari
 from xrlkit.explainers import make_explainer
 from xrlkit.metrics import make_metric
 from xrlkit.visionmask import load_visionmask
@@ -69,8 +68,8 @@ def _mean_return(policy: Agent, game: str, protocol: str) -> float:
 def _random_mean_return(game: str, protocol: str) -> float:
     """Random play's return on the same seeds and step budget, played once per game and protocol
     (seeded, so the same for every agent of that game; Pong ships four)."""
-    n_actions, meanings = len(action_meanings(game)), action_meanings(game)
-    return _mean_return(RandomAgent(n_actions, meanings, seed=0), game, protocol)
+    meanings = action_meanings(game)
+    return _mean_return(RandomAgent(len(meanings), meanings, seed=0), game, protocol)
 
 
 @pytest.mark.parametrize("entry", SECOND_SEEDS, ids=lambda m: m["game"])
