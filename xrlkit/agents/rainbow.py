@@ -422,6 +422,10 @@ def train(
         return counters["env_steps"] * skip
 
     def save_resume() -> None:
+        """Write ``resume.safetensors``, with the training time up to now counted in ``elapsed_s``."""
+        nonlocal t0
+        counters["elapsed_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         tensors, lmeta = learner.state()
         tensors["rng.torch"] = torch.get_rng_state()
         if dev.type == "cuda":
@@ -511,13 +515,10 @@ def train(
                     while counters["next_eval"] <= frames():
                         counters["next_eval"] += eval_every_frames
                 if checkpoint_every_frames > 0 and frames() >= counters["next_ckpt"]:
-                    counters["elapsed_s"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
                     save_resume()
                     while counters["next_ckpt"] <= frames():
                         counters["next_ckpt"] += checkpoint_every_frames
             if stop:
-                counters["elapsed_s"] += time.perf_counter() - t0
                 save_resume()
                 raise TrainingInterrupted(
                     f"stopped at {frames():,} frames; kept {resume_path} and {log.path}; "
@@ -528,8 +529,6 @@ def train(
 
     if eval_episodes > 0 and not (log.path.is_file() and learning_curve(out)["frames"][-1:] == [frames()]):
         run_eval()
-    counters["elapsed_s"] += time.perf_counter() - t0
-    t0 = time.perf_counter()
     save_resume()
     learner.online.eval()
     return save_agent(
