@@ -1,4 +1,5 @@
-"""Shared fixtures: real Atari states and a small seeded agent, built once per session."""
+"""Shared fixtures: real Atari states and a small seeded agent, built once per session. How the
+suite splits over pytest-xdist workers is in the repository's root ``conftest.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 
 from xrlkit.agents import QAgent, QNetConfig
 from xrlkit.envs import action_meanings, make_env, rgb_frame
+from xrlkit.runtime import usable_cores
 
-torch.set_num_threads(2)
+torch.set_num_threads(min(2, usable_cores()))
 
 
 def rollout_states(game: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from xrlkit.agents.policy import PolicyAgent, PolicyConfig
 from xrlkit.agents.ppo import make_config, train
 from xrlkit.checkpoint import read_meta
 from xrlkit.cli import main
-from xrlkit.runtime import bf16_native, resolve_runtime
+from xrlkit.runtime import bf16_native, resolve_runtime, usable_cores
 
 #: 2 envs x 32 steps = 64 agent steps (256 frames) per iteration, one small minibatch pass
 TINY = dict(n_envs=2, n_steps=32, batch_size=32, n_epochs=1, eval_episodes=1, eval_max_steps=40,
@@ -163,7 +163,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path, capsys:
 def test_runtime_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     rt = resolve_runtime("cpu")
     assert rt.precision == ("bf16" if bf16_native() else "fp32") and rt.channels_last
-    assert rt.rollout_threads == 1 and rt.update_threads == (os.cpu_count() or 1)
+    assert rt.rollout_threads == 1 and rt.update_threads == usable_cores()
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert resolve_runtime("cpu").precision == "fp32"
     with pytest.raises(ValueError, match="no native bf16"):

@@ -50,8 +50,18 @@ _TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 _LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib")
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity mask (``taskset``, a cgroup cpuset, a
+    pinned test worker), not the machine's count; at least 1. Every default thread count
+    starts here, so two runs pinned to one core each do not oversubscribe the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def cpu_info() -> dict[str, Any]:
-    """The CPU: model name, core count, SIMD features that matter to torch, native bf16."""
+    """The CPU: model name, the cores this process may use, SIMD features that matter to torch, native bf16."""
     flags: set[str] = set()
     model = platform.processor() or platform.machine()
     try:
@@ -64,7 +74,7 @@ def cpu_info() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": model, "cores": os.cpu_count() or 1,
+        "cpu": model, "cores": usable_cores(),
         "avx2": "avx2" in flags, "avx512": "avx512f" in flags,
         "amx": "amx_bf16" in flags, "bf16_native": bf16_native(),
     }
@@ -247,7 +257,7 @@ def resolve_runtime(
                          "bf16 autocast would run ~10x slower than fp32; use --precision fp32")
     elif precision == "fp16" and dev.type != "cuda":
         raise ValueError("precision fp16 needs a CUDA device; on a CPU use bf16 (where native) or fp32")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     for name, value in (("threads", threads), ("env_threads", env_threads)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")

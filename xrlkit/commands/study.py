@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -39,10 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.games import resolve_games
     from xrlkit.runlog import check_out_dir
+    from xrlkit.runtime import usable_cores
 
     parameters = parse_key_values(args.param, "--param")
     print(study_plan(resolve_games(args.games), list_notebooks(args.notebooks, args.notebook_dir), args.out,
-                     cpus=args.cluster_cpus or os.cpu_count() or 1,
+                     cpus=args.cluster_cpus or usable_cores(),
                      workers=args.workers if args.engine == "local" else None, parameters=parameters), flush=True)
     if args.dry_run:
         return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 
 from xrlkit.commands import train as train_command
 from xrlkit.games import resolve_games
@@ -65,6 +64,7 @@ def _plan(n_runs: int, options: argparse.Namespace, cpus_per_run: float, cluster
 
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.runlog import check_out_dir
+    from xrlkit.runtime import usable_cores
 
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
     options = _train_options(train_args)
@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not seeds or args.retries < 0 or args.cpus_per_run <= 0:
         raise ValueError("need at least one seed, --retries >= 0 and --cpus-per-run > 0")
-    print(_plan(len(games) * len(seeds), options, args.cpus_per_run, args.cluster_cpus or os.cpu_count() or 1))
+    print(_plan(len(games) * len(seeds), options, args.cpus_per_run, args.cluster_cpus or usable_cores()))
     if args.dry_run:
         return 0
     check_out_dir(args.out)
