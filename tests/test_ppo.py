@@ -168,6 +168,18 @@ def test_runtime_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_runtime("cpu").precision == "fp32"
     with pytest.raises(ValueError, match="no native bf16"):
         resolve_runtime("cpu", "bf16")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_threads_follow_the_cores_the_process_may_use() -> None:
+    """A process pinned to one core (taskset, a cgroup cpuset, a test worker) trains on one thread,
+    not on the machine's count."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from xrlkit.runtime import cpu_info, resolve_runtime, usable_cores\n"
+            "rt = resolve_runtime('cpu')\n"
+            "print(usable_cores(), rt.update_threads, rt.env_threads, cpu_info()['cores'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1", "1", "1"]
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         resolve_runtime("cpu", "fp16")
     with pytest.raises(ValueError, match="threads must be >= 1"):
