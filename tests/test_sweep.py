@@ -8,9 +8,11 @@ import pytest
 
 from xrlkit.checkpoint import read_meta
 from xrlkit.cli import main
+from xrlkit.sweep import with_thread_budget
 
-TINY = ["--", "--algo", "ppo", "--frames", "256", "--n-envs", "2", "--eval-episodes", "1", "--eval-max-steps", "20",
-        "--threads", "1", "--env-threads", "1", "--set", "n_steps=32", "--set", "batch_size=32", "--set", "n_epochs=1"]
+TINY_NO_THREADS = ["--", "--algo", "ppo", "--frames", "256", "--n-envs", "2", "--eval-episodes", "1", "--eval-max-steps", "20",
+                   "--set", "n_steps=32", "--set", "batch_size=32", "--set", "n_epochs=1"]
+TINY = [*TINY_NO_THREADS, "--threads", "1", "--env-threads", "1"]
 
 
 def test_local_sweep_trains_every_seed_and_skips_finished_runs(tmp_path, capsys):
@@ -29,10 +31,12 @@ def test_local_sweep_trains_every_seed_and_skips_finished_runs(tmp_path, capsys)
 def test_ray_sweep_runs_every_game(tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
-    assert main(["sweep", "--games", "Breakout,Pong", "--out", str(out), "--engine", "ray", "--cpus-per-run", "1", *TINY]) == 0
+    assert main(["sweep", "--games", "Breakout,Pong", "--out", str(out), "--engine", "ray", "--cpus-per-run", "1",
+                 *TINY_NO_THREADS]) == 0
     index = json.loads((out / "sweep.json").read_text())
     assert [(r["game"], r["status"]) for r in index] == [("Breakout", "done"), ("Pong", "done")]
     assert read_meta(out / "Pong-s0" / "agent.safetensors")["game"] == "Pong"
+    assert "torch threads update 1 / rollout 1, env threads 1" in (out / "Pong-s0.log").read_text()  # the CPU it declared
 
 
 def test_bad_sweeps_fail_before_any_training(tmp_path, capsys):
@@ -58,3 +62,11 @@ def test_run_training_needs_an_attempt(tmp_path):
     with pytest.raises(ValueError, match="attempts must be >= 1"):
         run_training("Pong", 1, [], tmp_path, attempts=0)
     assert list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_ray_runs_train_on_the_cpus_they_declare():
+    assert with_thread_budget(["--algo", "ppo"], 1) == ["--algo", "ppo", "--threads", "1", "--env-threads", "1"]
+    assert with_thread_budget([], 0.5) == ["--threads", "1", "--env-threads", "1"]
+    assert with_thread_budget([], 4) == ["--threads", "4", "--env-threads", "4"]
+    assert with_thread_budget(["--threads", "2"], 1) == ["--threads", "2", "--env-threads", "1"]  # the user's choice kept
+    assert with_thread_budget(["--env-threads=2", "--threads", "1"], 4) == ["--env-threads=2", "--threads", "1"]

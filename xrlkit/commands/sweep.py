@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: runs one after another here; ray: one Ray task per run")
     p.add_argument("--address", default=None, help="ray engine: the cluster's head, HOST:6379 (default: a local Ray instance)")
-    p.add_argument("--cpus-per-run", type=float, default=2.0, help="CPUs each run declares to Ray (default: 2)")
+    p.add_argument("--cpus-per-run", type=float, default=2.0, help="CPUs each run declares to Ray, and its torch and env threads there unless --threads / --env-threads are given (default: 2)")
     p.add_argument("--retries", type=int, default=1, help="times a failing run is started again, resuming (default: 1)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs and the time they should take (from the training benchmark), train nothing")
