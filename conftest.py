@@ -19,6 +19,8 @@ import os
 import pytest
 from xdist.scheduler import LoadScopeScheduling
 
+from xrlkit.runtime import pin_to_share
+
 RAY_TESTS = ("tests/test_ray_engine.py", "tests/test_sweep.py::test_ray_sweep_runs_every_game")
 
 
@@ -43,12 +45,5 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScope
     return WorkUnitScheduling(config, log)
 
 
-def _pin_xdist_worker() -> None:
-    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if not (worker and count and hasattr(os, "sched_setaffinity")):
-        return
-    cores, i, n = sorted(os.sched_getaffinity(0)), int(worker.removeprefix("gw")), int(count)
-    os.sched_setaffinity(0, cores[i::n] if n <= len(cores) else [cores[i % len(cores)]])
-
-
-_pin_xdist_worker()
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    pin_to_share(int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))

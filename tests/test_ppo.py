@@ -4,6 +4,7 @@ continuous log, stops cleanly on a signal, and refuses bad input before writing 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -168,24 +169,27 @@ def test_runtime_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_runtime("cpu").precision == "fp32"
     with pytest.raises(ValueError, match="no native bf16"):
         resolve_runtime("cpu", "bf16")
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
-def test_threads_follow_the_cores_the_process_may_use() -> None:
-    """A process pinned to one core (taskset, a cgroup cpuset, a test worker) trains on one thread,
-    not on the machine's count."""
-    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
-            "from xrlkit.runtime import cpu_info, resolve_runtime, usable_cores\n"
-            "rt = resolve_runtime('cpu')\n"
-            "print(usable_cores(), rt.update_threads, rt.env_threads, cpu_info()['cores'])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["1", "1", "1", "1"]
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         resolve_runtime("cpu", "fp16")
     with pytest.raises(ValueError, match="threads must be >= 1"):
         resolve_runtime("cpu", threads=0)
     with pytest.raises(ValueError, match="unknown precision"):
         resolve_runtime("cpu", "int8")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_threads_follow_the_cores_the_process_may_use() -> None:
+    """A process pinned to its share of the cores (pin_to_share, taskset, a cgroup cpuset) trains
+    on that many threads, not on the machine's count."""
+    code = ("import json, os\nfrom xrlkit.runtime import cpu_info, pin_to_share, resolve_runtime, usable_cores\n"
+            "os.sched_setaffinity(0, range(os.cpu_count()))\n"
+            "pin_to_share(1, os.cpu_count())\n"
+            "rt = resolve_runtime('cpu')\n"
+            "print(json.dumps([sorted(os.sched_getaffinity(0)), usable_cores(), rt.update_threads, rt.env_threads,"
+            " cpu_info()['cores']]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    second = 1 % (os.cpu_count() or 1)  # the second core, or the only one
+    assert json.loads(out) == [[second], 1, 1, 1, 1]
 
 
 def test_presets_follow_rlzoo() -> None:

@@ -29,7 +29,9 @@ def _notebook(path, code: str, params_source: str = 'game = "Pong"\nout_dir = ""
 def notebook_dir(tmp_path):
     d = tmp_path / "nbs"
     d.mkdir()
-    _notebook(d / "01_first.ipynb", "from xrlkit.study import record\nrecord(out_dir, 'first', {'game': game, 'value': value})")
+    _notebook(d / "01_first.ipynb", "import os\nfrom xrlkit.study import record\n"
+              "cores = ' '.join(map(str, sorted(os.sched_getaffinity(0)))) if hasattr(os, 'sched_getaffinity') else ''\n"
+              "record(out_dir, 'first', {'game': game, 'value': value, 'cores': cores})")
     _notebook(d / "02_second.ipynb", "if game == 'Breakout':\n    raise RuntimeError('boom')\nopen(out_dir + '/second.txt', 'a').write('x')")
     return d
 
@@ -57,6 +59,22 @@ def test_study_runs_resumes_and_isolates_failures(notebook_dir, tmp_path):
     again = run_study("Pong", out, notebook_dir=notebook_dir)
     assert set(again["status"]) == {"skipped (done)"}
     assert (out / "Pong" / "second.txt").read_text() == "x"  # not executed twice
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_parallel_games_run_on_their_own_cores(notebook_dir, tmp_path):
+    """With --workers 2 each game's kernel runs on its half of the cores (one core each on a
+    2-core machine), not on all of them: two unpinned kernels oversubscribe the cores."""
+    before = os.sched_getaffinity(0)
+    cores = sorted(range(os.cpu_count() or 1))
+    os.sched_setaffinity(0, cores)  # the whole machine, also inside a pinned test worker
+    try:
+        run_study("Pong,Breakout", tmp_path / "study", workers=2, notebook_dir=notebook_dir)
+    finally:
+        os.sched_setaffinity(0, before)
+    shares = [cores[i::2] if len(cores) >= 2 else cores for i in (0, 1)]
+    recorded = combine_results(tmp_path / "study")["cores"].astype(str).tolist()
+    assert sorted(recorded) == sorted(" ".join(map(str, s)) for s in shares)
 
 
 def test_study_command_reaches_notebooks_that_record_it(tmp_path):

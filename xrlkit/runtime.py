@@ -60,6 +60,19 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def pin_to_share(index: int, count: int) -> None:
+    """Pin this process to share ``index`` of ``count`` of its usable cores: every ``count``-th
+    core from the ``index``-th (one core, round-robin, when there are more shares than cores).
+    Processes it starts inherit the pin, and :func:`usable_cores` and torch's default thread
+    count follow it, so ``count`` pinned processes never oversubscribe the cores (each unpinned
+    one would run torch threads on every core). No-op where the platform has no CPU affinity."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index %= count
+    os.sched_setaffinity(0, cores[index::count] if count <= len(cores) else [cores[index % len(cores)]])
+
+
 def cpu_info() -> dict[str, Any]:
     """The CPU: model name, the cores this process may use, SIMD features that matter to torch, native bf16."""
     flags: set[str] = set()

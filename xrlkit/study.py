@@ -37,7 +37,7 @@ from xrlkit.defaults import shipped
 from xrlkit.envs import get_protocol
 from xrlkit.games import resolve_games
 from xrlkit.registry import choose
-from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, measured_rate, resolve_runtime
+from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, measured_rate, pin_to_share, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: where the notebooks run: processes of this machine, or tasks on a Ray cluster
@@ -47,6 +47,16 @@ FINISHED = ("done", "skipped (done)")
 #: each notebook's wall time with its default parameters, on a game that ships an expert and on
 #: one that does not, measured by ``benchmarks/bench_study.py`` (present in a checkout)
 STUDY_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "study-cpu.json"
+
+
+def _start_worker(started: Any, workers: int) -> None:
+    """A local study worker: ignores Ctrl-C (its parent handles it) and pins itself, and so the
+    kernels it starts, to its share of the cores (:func:`pin_to_share`; ``started`` counts the
+    workers started so far), so parallel games do not oversubscribe the machine."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with started.get_lock():
+        index, started.value = started.value, started.value + 1
+    pin_to_share(index, workers)
 
 
 def expert_steps(frames: int) -> int:
@@ -339,7 +349,8 @@ def run_study(
     else:
         # Workers ignore Ctrl-C; the parent gets it and leaving the block terminates them (their
         # kernels exit when their parent process is gone, ipykernel's parent poller).
-        with multiprocessing.Pool(workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+        started = multiprocessing.Value("i", 0)
+        with multiprocessing.Pool(workers, initializer=_start_worker, initargs=(started, workers)) as pool:
             pending = [pool.apply_async(run_game, (g, own, out, kernel, timeout, retries + 1)) for g in names]
             for result in pending:
                 rows += result.get()
