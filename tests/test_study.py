@@ -120,6 +120,9 @@ def test_study_plan_estimates_from_the_benchmark(tmp_path):
     assert "about 0.6 h with 2 game(s) at a time" in plan  # 1,200 | 900 + 1,200 s: 2,100 s
     assert "0.9 h with 1 game(s)" in study_plan(["Breakout", "Boxing", "Asterix"], nbs, tmp_path / "out", cpus=4,
                                                  workers=1, benchmark=bench)
+    # two local workers on 2 CPUs: two games at once, each pinned to 1 core, up to 2x slower than measured
+    assert ("about 0.7 h with 2 game(s) at a time (2 CPUs, 1 per game, not the 2 measured: each taken as 2x slower"
+            in study_plan(["Breakout", "Boxing"], nbs, tmp_path / "out", cpus=2, workers=2, benchmark=bench))
     (tmp_path / "out" / "Boxing").mkdir(parents=True)
     (tmp_path / "out" / "Boxing" / "01_train.done").write_text('{"seconds": 1}')
     plan = study_plan(["Breakout", "Boxing"], nbs, tmp_path / "out", cpus=2, benchmark=bench)

@@ -234,8 +234,10 @@ def study_plan(
 ) -> str:
     """What a study of ``notebooks`` over ``games`` would run and cost, before it starts: the
     tasks (less those already ``.done`` in ``out_dir``), CPU-hours, and wall time on ``cpus`` CPUs
-    with as many games at a time as they hold at the benchmark's cores per game (at most
-    ``workers``, when given), from each notebook's measured time in ``benchmark`` (the run on a game that
+    with ``workers`` games at a time (the local engine; each pinned to ``cpus / workers`` cores and
+    taken as slower in proportion where that is fewer than the benchmark's cores per game, an upper
+    bound), or, with ``workers=None`` (Ray), as many as the CPUs hold at the benchmark's cores per
+    game, from each notebook's measured time in ``benchmark`` (the run on a game that
     ships an expert, or on one that does not, as the game is) plus, with ``expert_frames``, the
     training time :func:`xrlkit.runtime.measured_rate` gives. Says what it could not estimate;
     never guesses."""
@@ -272,14 +274,20 @@ def study_plan(
                     seconds[game] += expert_steps(frames) / rate[0]
     machine = measured.get("machine", {})
     cores = machine.get("cores", 1)
-    slots = max(1, min(cpus // cores, workers or len(games)))
+    # local workers each pin their games to cpus / workers cores (see _start_worker); Ray runs as
+    # many games as the CPUs hold at the measured cores per game
+    slots = max(1, min(workers, len(games))) if workers else max(1, min(cpus // cores, len(games)))
+    share = cpus / slots
+    slower = max(1.0, cores / share)  # a game on fewer cores than measured: taken as that much slower (a bound)
     lanes = [0.0] * slots
     for t in sorted(seconds.values(), reverse=True):  # longest first, each game to the least loaded slot
-        lanes[lanes.index(min(lanes))] += t
+        lanes[lanes.index(min(lanes))] += t * slower
     lines.append(f"estimate from {Path(benchmark).name} (measured on {cores} cores of {machine.get('cpu', 'an unnamed CPU')}, "
                  "default notebook parameters; other --param values or another CPU differ): "
                  f"{sum(seconds.values()) * cores / 3600:.1f} CPU-hours; wall time about {max(lanes) / 3600:.1f} h with "
-                 f"{slots} game(s) at a time ({cpus} CPUs, {cores} per game as measured)")
+                 f"{slots} game(s) at a time ({cpus} CPUs, "
+                 + (f"{share:g} per game, not the {cores} measured: each taken as {slower:g}x slower, "
+                    "an upper bound)" if slower > 1 else f"{cores} per game as measured)"))
     if frames > 0:
         lines.append(f"includes training a {frames:,}-frame PPO expert for each game without a shipped one"
                      + (f" at the {rate[0]:.0f} steps/s of {TRAIN_BENCHMARK.name}" if rate else ""))
