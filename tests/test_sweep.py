@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -16,8 +17,21 @@ TINY = [*TINY_NO_THREADS, "--threads", "1", "--env-threads", "1"]
 
 
 def test_local_sweep_trains_every_seed_and_skips_finished_runs(tmp_path, capsys):
+    """Two runs at a time (--workers 2), each on its own share of the cores and so on that many
+    threads: with two cores, one core and one thread each, not both cores each."""
     out = tmp_path / "sweep"
-    assert main(["sweep", "--games", "Breakout", "--seeds", "1,2", "--out", str(out), *TINY]) == 0
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if before is not None:
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))  # the whole machine, also inside a pinned test worker
+    try:
+        assert main(["sweep", "--games", "Breakout", "--seeds", "1,2", "--out", str(out), "--workers", "2",
+                     *TINY_NO_THREADS]) == 0
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+    share = max(1, (os.cpu_count() or 1) // 2) if before is not None else os.cpu_count()
+    for seed in (1, 2):
+        assert f"torch threads update {share} / rollout 1, env threads {share}" in (out / f"Breakout-s{seed}.log").read_text()
     for seed in (1, 2):
         meta = read_meta(out / f"Breakout-s{seed}" / "agent.safetensors")
         assert meta["seed"] == seed and meta["frames"] >= 256
@@ -50,9 +64,13 @@ def test_bad_sweeps_fail_before_any_training(tmp_path, capsys):
 
 def test_dry_run_plans_from_the_training_benchmark(tmp_path, capsys):
     assert main(["sweep", "--games", "Pong,Breakout", "--seeds", "1,2", "--out", str(tmp_path / "plan"), "--dry-run",
-                 "--cluster-cpus", "8", "--", "--algo", "ppo", "--frames", "10000000", "--precision", "fp32"]) == 0
+                 "--engine", "ray", "--cluster-cpus", "8", "--", "--algo", "ppo", "--frames", "10000000", "--precision", "fp32"]) == 0
     plan = capsys.readouterr().out
-    assert "4 runs of 10,000,000 frames (ppo, nature, fp32)" in plan and "4 run(s) at a time" in plan
+    assert "4 runs of 10,000,000 frames (ppo, nature, fp32)" in plan and "4 run(s) at a time (8 CPUs, 2 per run)" in plan
+    assert main(["sweep", "--games", "Pong", "--seeds", "1,2", "--out", str(tmp_path / "plan"), "--dry-run",
+                 "--cluster-cpus", "2", "--workers", "2", "--", "--algo", "ppo", "--frames", "10000000", "--precision", "fp32"]) == 0
+    plan = capsys.readouterr().out  # the benchmark measured 2 cores: each local run on 1 is taken as 2x slower
+    assert "2 run(s) at a time (2 CPUs, 1 per run, each taken as 2x slower than on 2)" in plan
     assert not (tmp_path / "plan").exists()
 
 

@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes.util
+import multiprocessing
+import multiprocessing.pool
 import os
 import platform
+import signal
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +74,22 @@ def pin_to_share(index: int, count: int) -> None:
     cores = sorted(os.sched_getaffinity(0))
     index %= count
     os.sched_setaffinity(0, cores[index::count] if count <= len(cores) else [cores[index % len(cores)]])
+
+
+def _start_pinned_worker(started: Any, workers: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with started.get_lock():
+        index, started.value = started.value, started.value + 1
+    pin_to_share(index, workers)
+
+
+def pinned_pool(workers: int) -> multiprocessing.pool.Pool:
+    """A pool of ``workers`` processes, each pinned to its share of the usable cores
+    (:func:`pin_to_share`), so that what they run, and the processes they start, do not
+    oversubscribe the machine. Workers ignore Ctrl-C: the parent gets it, and leaving the pool's
+    ``with`` block terminates them."""
+    started = multiprocessing.Value("i", 0)  # workers started so far: each takes the next share
+    return multiprocessing.Pool(workers, initializer=_start_pinned_worker, initargs=(started, workers))
 
 
 def cpu_info() -> dict[str, Any]:

@@ -19,9 +19,7 @@ A failed notebook stops its game only.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -37,7 +35,7 @@ from xrlkit.defaults import shipped
 from xrlkit.envs import get_protocol
 from xrlkit.games import resolve_games
 from xrlkit.registry import choose
-from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, measured_rate, pin_to_share, resolve_runtime
+from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, measured_rate, pinned_pool, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: where the notebooks run: processes of this machine, or tasks on a Ray cluster
@@ -47,16 +45,6 @@ FINISHED = ("done", "skipped (done)")
 #: each notebook's wall time with its default parameters, on a game that ships an expert and on
 #: one that does not, measured by ``benchmarks/bench_study.py`` (present in a checkout)
 STUDY_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "study-cpu.json"
-
-
-def _start_worker(started: Any, workers: int) -> None:
-    """A local study worker: ignores Ctrl-C (its parent handles it) and pins itself, and so the
-    kernels it starts, to its share of the cores (:func:`pin_to_share`; ``started`` counts the
-    workers started so far), so parallel games do not oversubscribe the machine."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with started.get_lock():
-        index, started.value = started.value, started.value + 1
-    pin_to_share(index, workers)
 
 
 def expert_steps(frames: int) -> int:
@@ -234,11 +222,11 @@ def study_plan(
 ) -> str:
     """What a study of ``notebooks`` over ``games`` would run and cost, before it starts: the
     tasks (less those already ``.done`` in ``out_dir``), CPU-hours, and wall time on ``cpus`` CPUs
-    with ``workers`` games at a time (the local engine; each pinned to ``cpus / workers`` cores and
-    taken as slower in proportion where that is fewer than the benchmark's cores per game, an upper
-    bound), or, with ``workers=None`` (Ray), as many as the CPUs hold at the benchmark's cores per
-    game, from each notebook's measured time in ``benchmark`` (the run on a game that
-    ships an expert, or on one that does not, as the game is) plus, with ``expert_frames``, the
+    with ``workers`` games at a time (the local engine, :func:`xrlkit.runtime.pinned_pool`: each
+    pinned to ``cpus / workers`` cores and taken as slower in proportion where that is fewer than
+    the benchmark's cores per game, an upper bound), or, with ``workers=None`` (Ray), as many as
+    the CPUs hold at the benchmark's cores per game, from each notebook's measured time in
+    ``benchmark`` (the run on a game that ships an expert, or on one that does not, as the game is) plus, with ``expert_frames``, the
     training time :func:`xrlkit.runtime.measured_rate` gives. Says what it could not estimate;
     never guesses."""
     out = Path(out_dir)
@@ -274,7 +262,7 @@ def study_plan(
                     seconds[game] += expert_steps(frames) / rate[0]
     machine = measured.get("machine", {})
     cores = machine.get("cores", 1)
-    # local workers each pin their games to cpus / workers cores (see _start_worker); Ray runs as
+    # local workers each pin their games to cpus / workers cores (pinned_pool); Ray runs as
     # many games as the CPUs hold at the measured cores per game
     slots = max(1, min(workers, len(games))) if workers else max(1, min(cpus // cores, len(games)))
     share = cpus / slots
@@ -355,10 +343,10 @@ def run_study(
         for game in names:
             rows += run_game(game, own, out, kernel, timeout, retries + 1)
     else:
-        # Workers ignore Ctrl-C; the parent gets it and leaving the block terminates them (their
-        # kernels exit when their parent process is gone, ipykernel's parent poller).
-        started = multiprocessing.Value("i", 0)
-        with multiprocessing.Pool(workers, initializer=_start_worker, initargs=(started, workers)) as pool:
+        # Each worker pinned to its share of the cores, and so its kernels; workers ignore Ctrl-C, the
+        # parent gets it and leaving the block terminates them (their kernels exit when their
+        # parent process is gone, ipykernel's parent poller).
+        with pinned_pool(workers) as pool:
             pending = [pool.apply_async(run_game, (g, own, out, kernel, timeout, retries + 1)) for g in names]
             for result in pending:
                 rows += result.get()
