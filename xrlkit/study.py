@@ -226,9 +226,9 @@ def study_plan(
     pinned to ``cpus / workers`` cores and taken as slower in proportion where that is fewer than
     the benchmark's cores per game, an upper bound), or, with ``workers=None`` (Ray), as many as
     the CPUs hold at the benchmark's cores per game, from each notebook's measured time in
-    ``benchmark`` (the run on a game that ships an expert, or on one that does not, as the game is) plus, with ``expert_frames``, the
-    training time :func:`xrlkit.runtime.measured_rate` gives. Says what it could not estimate;
-    never guesses."""
+    ``benchmark`` (the run on a game that ships an expert, or on one that does not, as the game
+    is) plus, with ``expert_frames``, the training time :func:`xrlkit.runtime.measured_rate`
+    gives. Says what it could not estimate; never guesses."""
     out = Path(out_dir)
     todo = {game: [nb for nb in notebooks if not (out / game / f"{nb.stem}.done").exists()] for game in games}
     tasks = sum(map(len, todo.values()))

@@ -12,10 +12,10 @@ folders with a final ``agent.safetensors``) into the score table that :mod:`xrlk
 turns into IQMs with rliable.
 
 Each run is its own ``xrlkit train`` process, so it picks its threads and allocator as a single run
-does and resumes from its own checkpoint; here, ``workers`` runs at a time each take their share of
-the cores (:func:`xrlkit.runtime.pinned_pool`: two 1-thread runs trained ~20% more than one 2-thread
-run on this project's 2-core CPUs): a sweep stopped or killed half-way continues where each
-run stopped when it is started again. A failing run is started again up to ``attempts`` times
+does and resumes from its own checkpoint: a sweep stopped or killed half-way continues where each
+run stopped when it is started again. Here ``workers`` runs at a time each take their share of the
+cores (:func:`xrlkit.runtime.pinned_pool`; two 1-thread runs trained ~20% more than one 2-thread
+run on this project's 2-core CPUs). A failing run is started again up to ``attempts`` times
 (resuming); on Ray (:mod:`xrlkit.ray_engine`) a run whose worker died is resubmitted too, and
 each run declares ``cpus_per_run`` CPUs, so Ray never puts more runs on a node than it has cores for,
 and trains on that many torch and env threads (:func:`with_thread_budget`).
