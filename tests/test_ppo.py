@@ -182,14 +182,15 @@ def test_threads_follow_the_cores_the_process_may_use() -> None:
     """A process pinned to its share of the cores (pin_to_share, taskset, a cgroup cpuset) trains
     on that many threads, not on the machine's count."""
     code = ("import json, os\nfrom xrlkit.runtime import cpu_info, pin_to_share, resolve_runtime, usable_cores\n"
-            "os.sched_setaffinity(0, range(os.cpu_count()))\n"
-            "pin_to_share(1, os.cpu_count())\n"
+            "os.sched_setaffinity(0, range(os.cpu_count()))\n"  # every core this machine (or its cpuset) allows
+            "cores = sorted(os.sched_getaffinity(0))\n"
+            "pin_to_share(1, len(cores))\n"
             "rt = resolve_runtime('cpu')\n"
-            "print(json.dumps([sorted(os.sched_getaffinity(0)), usable_cores(), rt.update_threads, rt.env_threads,"
-            " cpu_info()['cores']]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    second = 1 % (os.cpu_count() or 1)  # the second core, or the only one
-    assert json.loads(out) == [[second], 1, 1, 1, 1]
+            "print(json.dumps([cores, sorted(os.sched_getaffinity(0)), usable_cores(), rt.update_threads,"
+            " rt.env_threads, cpu_info()['cores']]))")
+    cores, *pinned = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                check=True).stdout)
+    assert pinned == [[cores[1 % len(cores)]], 1, 1, 1, 1]  # the second core (or the only one), one thread
 
 
 def test_presets_follow_rlzoo() -> None:

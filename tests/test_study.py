@@ -66,8 +66,8 @@ def test_parallel_games_run_on_their_own_cores(notebook_dir, tmp_path):
     """With --workers 2 each game's kernel runs on its half of the cores (one core each on a
     2-core machine), not on all of them: two unpinned kernels oversubscribe the cores."""
     before = os.sched_getaffinity(0)
-    cores = sorted(range(os.cpu_count() or 1))
-    os.sched_setaffinity(0, cores)  # the whole machine, also inside a pinned test worker
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))  # every core allowed, also inside a pinned test worker
+    cores = sorted(os.sched_getaffinity(0))
     try:
         run_study("Pong,Breakout", tmp_path / "study", workers=2, notebook_dir=notebook_dir)
     finally:

@@ -68,12 +68,14 @@ def pin_to_share(index: int, count: int) -> None:
     core from the ``index``-th (one core, round-robin, when there are more shares than cores).
     Processes it starts inherit the pin, and :func:`usable_cores` and torch's default thread
     count follow it, so ``count`` pinned processes never oversubscribe the cores (each unpinned
-    one would run torch threads on every core). No-op where the platform has no CPU affinity."""
+    one would run torch threads on every core). No-op where the platform has no CPU affinity or
+    refuses to set it."""
     if not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))
     index %= count
-    os.sched_setaffinity(0, cores[index::count] if count <= len(cores) else [cores[index % len(cores)]])
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, cores[index::count] if count <= len(cores) else [cores[index % len(cores)]])
 
 
 def _start_pinned_worker(started: Any, workers: int) -> None:
