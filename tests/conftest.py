@@ -3,6 +3,9 @@ suite splits over pytest-xdist workers is in the repository's root ``conftest.py
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -28,6 +31,19 @@ def rollout_states(game: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.nda
             obs, _ = env.reset()
     env.close()
     return np.stack(states), np.stack(frames)
+
+
+@pytest.fixture
+def whole_machine() -> Iterator[list[int]]:
+    """Every core this process is allowed (sorted), its affinity widened to them for the test,
+    also inside a pinned xdist worker, and restored after: for tests of how work is spread over
+    cores. Skips where the platform has no CPU affinity."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    yield sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, before)
 
 
 @pytest.fixture(scope="session")

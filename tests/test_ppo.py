@@ -22,7 +22,7 @@ from xrlkit.agents.policy import PolicyAgent, PolicyConfig
 from xrlkit.agents.ppo import make_config, train
 from xrlkit.checkpoint import read_meta
 from xrlkit.cli import main
-from xrlkit.runtime import bf16_native, resolve_runtime, usable_cores
+from xrlkit.runtime import bf16_native, default_threads, resolve_runtime, usable_cores
 
 #: 2 envs x 32 steps = 64 agent steps (256 frames) per iteration, one small minibatch pass
 TINY = dict(n_envs=2, n_steps=32, batch_size=32, n_epochs=1, eval_episodes=1, eval_max_steps=40,
@@ -164,7 +164,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path, capsys:
 def test_runtime_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     rt = resolve_runtime("cpu")
     assert rt.precision == ("bf16" if bf16_native() else "fp32") and rt.channels_last
-    assert rt.rollout_threads == 1 and rt.update_threads == usable_cores()
+    assert rt.rollout_threads == 1 and rt.update_threads == default_threads()
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert resolve_runtime("cpu").precision == "fp32"
     with pytest.raises(ValueError, match="no native bf16"):
@@ -191,6 +191,16 @@ def test_threads_follow_the_cores_the_process_may_use() -> None:
     cores, *pinned = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                                 check=True).stdout)
     assert pinned == [[cores[1 % len(cores)]], 1, 1, 1, 1]  # the second core (or the only one), one thread
+
+
+def test_threads_follow_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OMP_NUM_THREADS caps the default threads, as it does torch's: Ray sets it to a task's CPUs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    rt = resolve_runtime("cpu")
+    assert (rt.update_threads, rt.env_threads, rt.overlap) == (1, 1, False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")  # never more than the usable cores
+    assert resolve_runtime("cpu").update_threads == usable_cores()
+    assert resolve_runtime("cpu", threads=2).update_threads == 2  # a flag wins
 
 
 def test_presets_follow_rlzoo() -> None:

@@ -14,7 +14,8 @@ the measurements on the machine you have):
   refused.
 * **channels_last** ``auto``: on for CPU convolutions (oneDNN's preferred layout: +25-55% on a
   Nature update), off on CUDA, where AMP already picks its kernels.
-* **threads**: the gradient update uses every core; the rollout's small-batch forward uses one
+* **threads**: the gradient update uses every core it may (:func:`default_threads`: its CPU
+  affinity, capped by ``OMP_NUM_THREADS`` where set); the rollout's small-batch forward uses one
   torch thread, and the C++ vector env steps on every core. The two phases alternate, so they
   never compete for a core (torch 2 + env 2 threads running at once fell to ~40 steps/s).
 * **overlap**: the rollout steps the envs in two groups, so one group's C++ threads step while the
@@ -61,6 +62,19 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no affinity on this platform (macOS, Windows)
         return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Threads a run uses when not told: :func:`usable_cores`, capped by ``OMP_NUM_THREADS``
+    where that is set to a positive number, as torch's own default is. Ray sets it to a task's
+    CPUs, so a study notebook or a sweep run on a Ray node trains on the CPUs its task declared,
+    not on every core of the node."""
+    cores = usable_cores()
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return cores
+    return min(cores, omp) if omp > 0 else cores
 
 
 def pin_to_share(index: int, count: int) -> None:
@@ -280,8 +294,8 @@ def resolve_runtime(
 ) -> Runtime:
     """The :class:`Runtime` for this machine; every argument left at its default (``None`` /
     ``"auto"``) is chosen as the module docstring says. ``threads`` sets the update's torch
-    threads (default: all cores), ``env_threads`` the vector env's (split between the groups
-    when ``overlap``)."""
+    threads (default: :func:`default_threads`), ``env_threads`` the vector env's (split between
+    the groups when ``overlap``)."""
     dev = resolve_device(device)
     choose("precision", precision, PRECISIONS)
     if precision == "auto":
@@ -291,7 +305,7 @@ def resolve_runtime(
                          "bf16 autocast would run ~10x slower than fp32; use --precision fp32")
     elif precision == "fp16" and dev.type != "cuda":
         raise ValueError("precision fp16 needs a CUDA device; on a CPU use bf16 (where native) or fp32")
-    cores = usable_cores()
+    cores = default_threads()
     for name, value in (("threads", threads), ("env_threads", env_threads)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")

@@ -18,7 +18,8 @@ cores (:func:`xrlkit.runtime.pinned_pool`; two 1-thread runs trained ~20% more t
 run on this project's 2-core CPUs). A failing run is started again up to ``attempts`` times
 (resuming); on Ray (:mod:`xrlkit.ray_engine`) a run whose worker died is resubmitted too, and
 each run declares ``cpus_per_run`` CPUs, so Ray never puts more runs on a node than it has cores for,
-and trains on that many torch and env threads (:func:`with_thread_budget`).
+and trains on that many threads (Ray sets ``OMP_NUM_THREADS`` to a task's CPUs, and
+:func:`xrlkit.runtime.default_threads` follows it).
 """
 
 from __future__ import annotations
@@ -41,17 +42,6 @@ OWN_OPTIONS = ("--game", "--seed", "--out")
 
 def run_name(game: str, seed: int) -> str:
     return f"{resolve_game(game)}-s{seed}"
-
-
-def with_thread_budget(train_args: Sequence[str], cpus: float) -> list[str]:
-    """``train_args`` plus ``--threads N --env-threads N`` for whichever of the two is not given,
-    ``N`` = the whole CPUs a run declares (at least 1). Ray reserves CPUs for a task but does not
-    pin it, and ``xrlkit train`` left to its defaults uses every core of the node, so two runs on a
-    2-core node would oversubscribe it (two 2-thread processes at once fell to 60-110 agent
-    steps/s; two 1-thread runs trained ~20% more than one 2-thread run, see the README)."""
-    n = str(max(1, int(cpus)))
-    given = {a.split("=", 1)[0] for a in train_args}
-    return [*train_args, *(x for flag in ("--threads", "--env-threads") if flag not in given for x in (flag, n))]
 
 
 def run_training(game: str, seed: int, train_args: Sequence[str], out_dir: str | Path, attempts: int = 1) -> dict[str, Any]:
@@ -136,8 +126,7 @@ def run_sweep(
 
         with ray_session(address) as ray:
             task = ray.remote(run_training).options(num_cpus=cpus_per_run, max_retries=max(0, attempts - 1))
-            run_args = with_thread_budget(train_args, cpus_per_run)
-            refs = {task.remote(g, s, run_args, out, attempts): (g, s) for g, s in keys}
+            refs = {task.remote(g, s, list(train_args), out, attempts): (g, s) for g, s in keys}
             by_key = collect(ray, refs, lambda k: {"game": k[0], "seed": k[1], "run": str(out / run_name(*k))},
                              cpus_per_run, progress)
         rows = [by_key[k] for k in keys]

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="local engine: runs at a time, each pinned to its share of the cores (default: 1)")
     p.add_argument("--address", default=None, help="ray engine: the cluster's head, HOST:6379 (default: a local Ray instance)")
-    p.add_argument("--cpus-per-run", type=float, default=2.0, help="CPUs each run declares to Ray, and its torch and env threads there unless --threads / --env-threads are given (default: 2)")
+    p.add_argument("--cpus-per-run", type=float, default=2.0, help="CPUs each run declares to Ray, and so its threads there (default: 2)")
     p.add_argument("--retries", type=int, default=1, help="times a failing run is started again, resuming (default: 1)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the runs and the time they should take (from the training benchmark), train nothing")

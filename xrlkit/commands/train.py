@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 on a CPU with native bf16, fp32 on other CPUs, fp16 AMP on CUDA")
     g.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto", help="auto: on for CPUs")
-    g.add_argument("--threads", type=int, default=None, help="torch threads of the update (default: all cores)")
-    g.add_argument("--env-threads", type=int, default=None, help="threads of the C++ vector env (default: all cores)")
+    g.add_argument("--threads", type=int, default=None, help="torch threads of the update (default: the cores this process may use, at most OMP_NUM_THREADS)")
+    g.add_argument("--env-threads", type=int, default=None, help="threads of the C++ vector env (default: as --threads)")
     g.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
                    help="step half of the envs while choosing the other half's actions (auto: on with 2+ cores)")
     g.add_argument("--allocator", choices=ALLOCATORS, default="auto",
