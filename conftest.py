@@ -19,8 +19,6 @@ import os
 import pytest
 from xdist.scheduler import LoadScopeScheduling
 
-from xrlkit.runtime import pin_to_share
-
 RAY_TESTS = ("tests/test_ray_engine.py", "tests/test_sweep.py::test_ray_sweep_runs_every_game")
 
 
@@ -45,5 +43,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScope
     return WorkUnitScheduling(config, log)
 
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
+if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker, not the controller (which would import torch for nothing)
+    from xrlkit.runtime import pin_to_share
+
     pin_to_share(int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
