@@ -245,3 +245,44 @@ def test_policy_agents_work_with_every_explainer(encoder: str) -> None:
             continue
         maps = make_explainer(name, agent, **options.get(name, {})).explain(states, actions)
         assert tuple(maps.shape) == (2, 84, 84) and torch.isfinite(torch.as_tensor(maps)).all(), name
+
+
+def test_init_from_continues_a_trained_policy_and_records_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run started from an agent file begins with its weights (a near-zero learning rate keeps
+    them), says so in its metadata and curve, counts the parent's frames, and a resume must name
+    the same file; a policy of another encoder, game or kind is refused before anything is written."""
+    from xrlkit.visionmask.model import file_sha256
+
+    parent = train("Breakout", total_frames=256, out_dir=tmp_path / "parent", runtime=runtime(), **TINY)
+    other = train("Breakout", total_frames=256, out_dir=tmp_path / "other", runtime=runtime(), seed=1, **TINY)
+    child = train("Breakout", total_frames=256, out_dir=tmp_path / "child", runtime=runtime(), init_from=parent,
+                  lr=1e-12, **TINY)
+    fresh = train("Breakout", total_frames=256, out_dir=tmp_path / "fresh", runtime=runtime(), lr=1e-12, **TINY)
+    obs = np.random.default_rng(2).integers(0, 256, (8, 4, 84, 84), dtype=np.uint8)
+    logits = {name: load_any_agent(p).logits(obs) for name, p in
+              {"parent": parent, "child": child, "fresh": fresh}.items()}
+    assert torch.allclose(logits["child"], logits["parent"], atol=1e-4)
+    assert not torch.allclose(logits["fresh"], logits["parent"], atol=1e-4)
+    meta = read_meta(child)
+    assert meta["init_from"] == {"file": "agent.safetensors", "sha256": file_sha256(parent), "frames": 256,
+                                 "origin": "rl", "value_trained": True}
+    assert (meta["frames"], meta["frames_this_run"]) == (512, 256) and read_meta(fresh)["init_from"] is None
+    with pytest.raises(ValueError, match="holds another run.*init_from"):
+        train("Breakout", total_frames=512, out_dir=tmp_path / "child", runtime=runtime(), init_from=other, **TINY)
+
+    out = tmp_path / "refused"
+    base = ["train", "--frames", "256", "--out", str(out), "--device", "cpu", "--no-progress"]
+    cases = {
+        "encoder 'nature', not 'ife'": base + ["--game", "Breakout", "--encoder", "ife", "--init-from", str(parent)],
+        "protocol 'ifepaper', not 'machado'": base + ["--game", "Breakout", "--protocol", "machado",
+                                                     "--init-from", str(parent)],
+        "was trained on 'Breakout', not 'Pong'": base + ["--game", "Pong", "--init-from", str(parent)],
+        "PongTracker cannot start a PPO run": base + ["--game", "Pong", "--init-from", "pong-tracker"],
+        "no agent checkpoint": base + ["--game", "Breakout", "--init-from", str(tmp_path / "missing.safetensors")],
+        "--init-from applies to --algo ppo": base + ["--game", "Breakout", "--algo", "rainbow",
+                                                     "--init-from", str(parent)],
+    }
+    for needle, argv in cases.items():
+        assert main(argv) == 2, needle
+        assert needle in capsys.readouterr().err, needle
+    assert not out.exists() or not any(out.iterdir())

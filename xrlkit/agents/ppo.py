@@ -19,6 +19,13 @@ epochs of minibatch 256, lr 2.5e-4 and clip 0.1 both annealed linearly to 0, gam
 over the ``total_frames`` of the current call, so a run resumed with a larger budget stretches
 its schedule from where it is.
 
+A run may start from a trained policy's weights (``init_from``, ``xrlkit train --init-from``):
+to carry on a shipped expert whose curve was still rising when its budget ended, on a later day or
+another machine, without the run folder it was made in. Only the weights carry over; Adam's moments,
+the learning-rate and clip schedules and the frame counter start afresh (the first updates may
+shake the policy a little while Adam's moments warm up). The agent records where it started
+(``init_from``: file, SHA-256, frames) and counts its ``frames`` as the parent's plus this run's.
+
 Compute choices (precision, channels_last, threads per phase, allocator) come from a
 :class:`xrlkit.runtime.Runtime`.
 
@@ -122,6 +129,29 @@ def make_config(preset: str = "atari", **overrides: Any) -> PPOConfig:
     return config_from_preset(PPOConfig, PRESETS, preset, overrides, "PPO")
 
 
+def warm_start(path: str | Path, game: str, encoder: str, protocol: str) -> tuple[PolicyAgent, dict[str, Any]]:
+    """The trained policy a run starts from (``init_from``) and its identity for the run's metadata:
+    ``{"file", "sha256", "frames", "origin", "value_trained"}`` (``frames``: its own experience, 0
+    for a distilled student). It must be an actor-critic :class:`PolicyAgent` (of xrlkit's PPO or
+    distillation) of ``game`` with ``encoder``, trained under ``protocol`` (its policy is tied to
+    the observations and rewards it learnt on); else ``ValueError`` naming what differs."""
+    from xrlkit.agents.load import load_any_agent
+    from xrlkit.visionmask.model import file_sha256
+
+    parent = load_any_agent(path, game=game)  # checks the game, hence the action count
+    if not isinstance(parent, PolicyAgent):
+        raise ValueError(f"--init-from {path}: a {type(parent).__name__} cannot start a PPO run; it needs an "
+                         "actor-critic agent of xrlkit's PPO or distillation (a .safetensors file)")
+    meta = parent.meta  # type: ignore[attr-defined]
+    found = {"encoder": parent.config.encoder, "protocol": meta.get("protocol")}
+    diff = [f"{k} {v!r}, not {asked!r}" for (k, v), asked in zip(found.items(), (encoder, protocol)) if v != asked]
+    if diff:
+        raise ValueError(f"--init-from {path} was trained with {'; '.join(diff)}; pass the same encoder and "
+                         "protocol to continue it")
+    return parent, {"file": Path(path).name, "sha256": file_sha256(path), "frames": int(meta.get("frames") or 0),
+                    "origin": meta.get("origin", "rl"), "value_trained": bool(meta.get("value_trained", True))}
+
+
 def plot_curve(out_dir: str | Path) -> Path:
     """Draw ``out_dir/learning_curve.png`` from its ``metrics.csv``
     (:func:`xrlkit.plotting.training_runs`)."""
@@ -135,8 +165,10 @@ def plot_curve(out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     meta = read_meta(out / "resume.safetensors")
+    start = meta.get("init_from")
     fig = plotting.training_runs({f"PPO {meta['encoder']}": out},
-                                 title=f"PPO on {meta['game']} ({meta['encoder']} encoder, seed {meta['seed']})")
+                                 title=f"PPO on {meta['game']} ({meta['encoder']} encoder, seed {meta['seed']})"
+                                 + (f"\nstarted from {start['file']} ({start['frames']:,} frames before)" if start else ""))
     path = out / "learning_curve.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -160,6 +192,7 @@ def train(
     checkpoint_every_frames: int = 200_000,
     resume: bool = True,
     progress: bool = True,
+    init_from: str | Path | None = None,
     **overrides: Any,
 ) -> Path:
     """Train a PPO agent on ``game``; returns ``out_dir/agent.safetensors``.
@@ -173,7 +206,8 @@ def train(
     envs start new games); one of another game / encoder / protocol / seed / config raises
     ``ValueError`` before anything is written. ``resume=False`` starts afresh and replaces the
     folder's run files. Ctrl-C or SIGTERM saves a checkpoint and raises
-    :class:`~xrlkit.runlog.TrainingInterrupted`.
+    :class:`~xrlkit.runlog.TrainingInterrupted`. ``init_from``: start from the weights of that
+    agent file (see :func:`warm_start`); a resume must name the same file.
     """
     # ---- check everything before any work ----
     game = resolve_game(game)
@@ -186,12 +220,13 @@ def train(
         raise ValueError(f"total_frames must be >= 1, got {total_frames}")
     choose("eval_act_mode", eval_act_mode, ACT_MODES)
     cfg = make_config(preset, **overrides)
+    parent, parent_id = warm_start(init_from, game, encoder, proto.name) if init_from is not None else (None, None)
     rt = runtime or resolve_runtime()
     out = check_out_dir(out_dir)
     resume_path, agent_path = out / "resume.safetensors", out / "agent.safetensors"
     log = CsvLog(curve_path(out), METRIC_COLUMNS)
     run = {"algo": "ppo", "game": game, "encoder": encoder, "protocol": proto.name, "seed": seed,
-           "preset": preset, "ppo_config": asdict(cfg)}
+           "preset": preset, "ppo_config": asdict(cfg), "init_from": parent_id}
     resuming = resume and resume_path.is_file()
     if resuming:
         check_same_run(resume_path, run, hint="--no-resume")
@@ -204,7 +239,9 @@ def train(
     batch = cfg.n_envs * cfg.n_steps
     n_iterations = max(1, math.ceil(total_steps / batch))
     meanings = action_meanings(game)
-    agent = PolicyAgent(len(meanings), PolicyConfig(encoder=encoder), meanings, seed)
+    agent = PolicyAgent(len(meanings), parent.config if parent else PolicyConfig(encoder=encoder), meanings, seed)
+    if parent is not None:
+        agent.load_state_dict(parent.state_dict())
     rt.prepare(agent).train()
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
     scaler = rt.grad_scaler()
@@ -427,13 +464,15 @@ def train(
     agent.eval()
     agent.act_mode = eval_act_mode
     final_eval = next((r for r in reversed(list(log.rows())) if r.get("eval_mean")), {})
+    frames = counters["steps"] * skip
     return save_agent(
         agent, agent_path, game=game, algo="ppo", encoder=encoder, protocol=proto.name, preset=preset,
-        frames=counters["steps"] * skip, steps=counters["steps"], seed=seed, ppo_config=asdict(cfg),
+        frames=frames + (parent_id["frames"] if parent_id else 0), frames_this_run=frames, init_from=parent_id,
+        steps=counters["steps"], seed=seed, ppo_config=asdict(cfg),
         runtime=rt.record(), train_seconds=round(counters["elapsed_s"], 1), resumed_from=counters["resumed_from"],
         eval_mean=float(final_eval["eval_mean"]) if final_eval else None,
         eval_seed=seed + 10_000, eval_episodes=eval_episodes, command=command_line(),
     )
 
 
-__all__ = ["PPOConfig", "PRESETS", "make_config", "plot_curve", "train"]
+__all__ = ["PPOConfig", "PRESETS", "make_config", "plot_curve", "train", "warm_start"]

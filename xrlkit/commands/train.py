@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="resume checkpoint every N frames (default 200k for ppo, 500k for rainbow)")
     p.add_argument("--save-replay", action="store_true", help="rainbow: also checkpoint the replay buffer and the actions taken, so that a resumed run matches an uninterrupted one exactly")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint")
+    p.add_argument("--init-from", default=None, metavar="AGENT",
+                   help="ppo: start from this agent's weights (xrlkit PPO or distilled, same game, encoder and protocol), "
+                        "with a fresh optimizer and schedule; the agent records it and counts its frames too")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of ppo or rainbow (JSON value), e.g. --set n_steps=64")
@@ -60,6 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     overrides = parse_key_values(args.set, "--set")
+    if args.init_from is not None and args.algo != "ppo":
+        raise ValueError(f"--init-from applies to --algo ppo, not {args.algo}")
     check_out_dir(args.out)
     runtime = resolve_runtime(args.device, args.precision,
                               {"auto": None, "on": True, "off": False}[args.channels_last],
@@ -75,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
 
         path = train(args.game, encoder=args.encoder or "nature", preset=args.preset or "atari",
                      protocol=args.protocol, runtime=runtime, eval_act_mode=args.eval_act_mode,
-                     n_envs=args.n_envs, **common, **optional, **overrides)
+                     n_envs=args.n_envs, init_from=args.init_from, **common, **optional, **overrides)
     elif args.algo == "rainbow":
         from xrlkit.agents.rainbow import train as train_rainbow
 
