@@ -145,16 +145,17 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
         raise SystemExit(f"{dtype} weights change the logits by {diff:.4f} on {checked_on} (bound 0.05); not shipping")
     protocol = agent_protocol(packed)
     result = evaluate(packed, game, episodes, protocol=protocol, seed=eval_seed, progress=True)
-    # a distilled agent carries its teacher, recipe and held-out agreement (xrlkit.agents.distill)
-    distilled = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained")
-                 if k in meta}
+    # a distilled agent carries its teacher, recipe and held-out agreement (xrlkit.agents.distill); a run started
+    # from another agent's weights (train --init-from) its parent, whose frames its own count includes
+    provenance = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained",
+                                      "init_from", "frames_this_run") if meta.get(k) is not None}
     if not is_atari(game):  # no human reference: random play on the same seeds is the yardstick
         rand = random_play(packed, game, episodes, protocol=protocol, seed=eval_seed)
-        distilled.update(random_eval_mean=rand.mean, random_eval_returns=rand.returns)
+        provenance.update(random_eval_mean=rand.mean, random_eval_returns=rand.returns)
         if result.stats:
-            distilled.update(eval_stats=result.stat_means(), random_eval_stats=rand.stat_means())
+            provenance.update(eval_stats=result.stat_means(), random_eval_stats=rand.stat_means())
     return {"game": game, "role": role, "file": dst.name, "kind": f"xrlkit-{algo}", "algo": algo, "encoder": encoder,
-            "origin": origin, **distilled, "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
+            "origin": origin, **provenance, "frames": meta.get("frames"), "seed": meta.get("seed"), "protocol": protocol,
             "act_mode": act_mode, "command": command, "stored_dtype": packed.meta["stored_dtype"],
             f"max_logit_change_{'int8' if stored_dtype == 'int8' else 'fp16'}": stored_diff,
             "logit_change_on": checked_on,

@@ -27,7 +27,9 @@ def test_a_failed_evaluation_leaves_the_shipped_model_and_manifest_as_they_were(
     (models / "manifest.json").write_text("[]\n")
     shipped = models / "Breakout-rainbow-nature-expert.safetensors"
     shipped.write_bytes(b"the model that ships today")
-    src = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout", frames=1000, seed=3)
+    parent = {"file": "parent.safetensors", "sha256": "ab" * 32, "frames": 600, "origin": "rl", "value_trained": True}
+    src = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout", frames=1000, seed=3,
+                     init_from=parent, frames_this_run=400)  # train --init-from
     argv = ["xrlkit", str(src), "--game", "Breakout", "--command", "xrlkit train ...", "--episodes", "1"]
 
     def crash(*args, **kwargs):
@@ -45,6 +47,7 @@ def test_a_failed_evaluation_leaves_the_shipped_model_and_manifest_as_they_were(
     assert shipped.read_bytes() != b"the model that ships today"  # replaced, now that it passed
     (entry,) = json.loads((models / "manifest.json").read_text())
     assert entry["file"] == shipped.name and entry["eval_mean"] == 5.0 and entry["seed"] == 3
+    assert (entry["init_from"], entry["frames"], entry["frames_this_run"]) == (parent, 1000, 400)
     assert not (models / ".staging").exists()
 
 
@@ -90,7 +93,7 @@ def test_an_agent_stored_in_int8_is_checked_on_its_own_play_and_loads_back(ship_
             "--stored-dtype", "int8", "--eval-seed", "7"]
     assert ship_model.main(argv) == 0
     (entry,) = json.loads((ship_model.MODELS_DIR / "manifest.json").read_text())
-    assert entry["stored_dtype"] == "int8" and entry["max_logit_change_int8"] <= 0.05
+    assert entry["stored_dtype"] == "int8" and entry["max_logit_change_int8"] <= 0.05 and "init_from" not in entry
     assert entry["logit_change_on"] == "64 states of the agent's play (every 8th step, seed 7)"
     packed = ship_model.MODELS_DIR / entry["file"]
     assert packed.stat().st_size < 0.3 * src.stat().st_size
