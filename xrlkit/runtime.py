@@ -333,21 +333,40 @@ def current_allocator() -> str:
     return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
 
 
-def reexec_with_allocator(allocator: str = "auto") -> None:
-    """Re-execute this process with tcmalloc preloaded, when asked for (``auto``: when it is
-    installed and this is Linux). Returns normally when nothing needs to change; otherwise does
-    not return. ``tcmalloc`` without the library installed raises ``ValueError``."""
+def allocator_env(allocator: str = "auto", env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with tcmalloc first in ``LD_PRELOAD`` when ``allocator``
+    asks for it (``auto``: when it is installed and this is Linux), for a process started with it;
+    unchanged for ``system``, where tcmalloc is preloaded already, or where ``auto`` finds none.
+    ``tcmalloc`` without the library installed raises ``ValueError``."""
     choose("allocator", allocator, ALLOCATORS)
-    if allocator == "system" or current_allocator() == "tcmalloc" or os.environ.get(_REEXEC_FLAG):
-        return
+    env = dict(os.environ if env is None else env)
+    if allocator == "system" or "tcmalloc" in env.get("LD_PRELOAD", ""):
+        return env
     lib = tcmalloc_path() if sys.platform.startswith("linux") else None
     if lib is None:
         if allocator == "tcmalloc":
             raise ValueError("allocator tcmalloc asked for, but no libtcmalloc is installed "
                              "(Debian: apt-get install libtcmalloc-minimal4)")
+        return env
+    return {**env, "LD_PRELOAD": ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)}
+
+
+def preload_allocator_for_children(allocator: str = "auto") -> str:
+    """Make every process this one starts from now on (notebook kernels, pytest-xdist workers,
+    their trainers) use ``allocator``, by setting ``LD_PRELOAD`` in this process's environment;
+    this process keeps its own. Returns the allocator they get. tcmalloc made notebook 5's
+    perturbation explainers and local Lipschitz estimate ~1.4x faster on the 2-core Zen 3 CPU."""
+    os.environ.update(allocator_env(allocator))
+    return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
+
+
+def reexec_with_allocator(allocator: str = "auto") -> None:
+    """Re-execute this process with tcmalloc preloaded, when asked for (``auto``: when it is
+    installed and this is Linux). Returns normally when nothing needs to change; otherwise does
+    not return. ``tcmalloc`` without the library installed raises ``ValueError``."""
+    env = allocator_env(allocator)
+    if current_allocator() == "tcmalloc" or os.environ.get(_REEXEC_FLAG) or env == dict(os.environ):
         return
-    env = {**os.environ, _REEXEC_FLAG: "1",
-           "LD_PRELOAD": ":".join(p for p in (lib, os.environ.get("LD_PRELOAD", "")) if p)}
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "xrlkit.cli", *sys.argv[1:]], env)
+    os.execve(sys.executable, [sys.executable, "-m", "xrlkit.cli", *sys.argv[1:]], {**env, _REEXEC_FLAG: "1"})

@@ -17,6 +17,7 @@ from xrlkit.metrics import (
     METRICS, REFERENCE_METRICS, SEEDED_METRICS, make_metric, metric_sanity, per_state_scores, score_table,
 )
 from xrlkit.references import REFERENCE_MODES, estimate_background
+from xrlkit.runtime import ALLOCATORS
 from xrlkit.scores import ScoreStore, fingerprint, model_identity
 
 DEFAULT_EXPLAINERS = "grad,ig,gradcam,occlusion,greydanus,sarfa,lime,rise,random"
@@ -48,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default random,visionmask)")
     p.add_argument("--batch-size", type=int, default=8, help="states explained together")
     p.add_argument("--device", default="cpu", help="torch device for the agent and explainers")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="auto",
+                   help="auto: re-run with tcmalloc preloaded where installed (~1.4x faster perturbation explainers)")
     p.add_argument("--out", default="explainers.csv", help="CSV table; a .json copy is written next to it")
     p.add_argument("--scores", default=None,
                    help="per-state scores file, reused by a rerun on the same states so that only new or changed "
@@ -93,6 +96,7 @@ def _metric_options(name: str, args: argparse.Namespace, reference: dict) -> dic
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.runlog import check_out_file
+    from xrlkit.runtime import reexec_with_allocator
 
     game = resolve_game(args.game)
     explainer_names = _split(args.explainers, EXPLAINERS, "explainers")
@@ -102,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.visionmask is not None:
         args.visionmask = model_path(args.visionmask, game, "visionmask")
     out = check_out_file(args.out)
+    if getattr(args, "from_command_line", False):
+        reexec_with_allocator(args.allocator)
     agent = load_any_agent(args.agent, game=game, device=args.device)
     if isinstance(agent, torch.nn.Module):
         agent.eval()

@@ -12,6 +12,8 @@ from xrlkit.study import ENGINES, NOTEBOOK_DIR, list_notebooks, run_study, study
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from xrlkit.runtime import ALLOCATORS
+
     p = sub.add_parser("study", help="run the study notebooks for each game (papermill), resumable")
     p.add_argument("--games", default="Breakout", help="'all', 'atari100k' or a comma-separated list (default: Breakout)")
     p.add_argument("--notebooks", default="all", help="'all' or numbers / names, e.g. '1,3,5'")
@@ -32,13 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CPUs to plan the wall time for (default: this machine's)")
     p.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR,
                    help="folder of numbered notebooks NN_name.ipynb to run (default: xrlkit's study notebooks)")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="auto",
+                   help="memory allocator of the notebook kernels (auto: tcmalloc where installed; "
+                        "~1.4x faster perturbation explainers)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from xrlkit.games import resolve_games
     from xrlkit.runlog import check_out_dir
-    from xrlkit.runtime import usable_cores
+    from xrlkit.runtime import preload_allocator_for_children, usable_cores
 
     parameters = parse_key_values(args.param, "--param")
     print(study_plan(resolve_games(args.games), list_notebooks(args.notebooks, args.notebook_dir), args.out,
@@ -47,6 +52,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     check_out_dir(args.out)
+    if getattr(args, "from_command_line", False):
+        preload_allocator_for_children(args.allocator)
     try:
         index = run_study(args.games, args.out, notebooks=args.notebooks,
                           parameters=parameters, workers=args.workers,
