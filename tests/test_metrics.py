@@ -321,6 +321,11 @@ def test_imputation_keeps_kept_pixels_and_fills_from_neighbours():
     nb = img[0, :, 39:42, 39:42]
     w = torch.tensor([[1, 2, 1], [2, 0, 2], [1, 2, 1]]) / 12
     torch.testing.assert_close(impute_linear(img, one, noise=0.0)[0, :, 40, 40], (nb * w).sum(dim=(1, 2)))
+    # a corner pixel: its 3 neighbours' weights renormalised to sum to 1
+    corner = torch.zeros(1, 84, 84, dtype=torch.bool)
+    corner[0, 0, 0] = True
+    expected = (2 * img[0, :, 0, 1] + 2 * img[0, :, 1, 0] + img[0, :, 1, 1]) / 5
+    torch.testing.assert_close(impute_linear(img, corner, noise=0.0)[0, :, 0, 0], expected)
     # with noise: kept pixels unchanged, removed ones perturbed, reproducible from the generator
     noisy = impute_linear(ramp, removed, noise=0.01, generator=torch.Generator().manual_seed(3))
     kept = ~removed.unsqueeze(1).expand_as(ramp)
