@@ -1,6 +1,6 @@
 """Explanation time per state of every xrlkit explainer, on CPU and (when available) CUDA.
 
-    .venv/bin/python benchmarks/bench_explainers.py --batch 4 --reps 2 [--devices cpu,cuda] [--threads 1]
+    .venv/bin/python benchmarks/bench_explainers.py --batch 4 --reps 2 [--devices cpu,cuda] [--threads 1] [--out FILE]
 
 Each explainer runs with its default parameters on ``--batch`` real Breakout states (a random
 policy's rollout) for an untrained Nature-CNN Q agent (the IFE attention explainer: an IFE Q
@@ -9,7 +9,8 @@ one warm-up call, then the median of ``--reps`` timed calls, divided by the batc
 VisionMask's inference copy (batch norms folded, channels_last: :func:`xrlkit.runtime.inference_copy`)
 is not compared against agents left in a slower layout, every explainer that runs the agent is
 timed with the agent as loaded and in channels_last, and the faster is kept (both are stored). Writes
-``benchmarks/results/explainers-<device>.json``, with how many times faster VisionMask explains
+``benchmarks/results/explainers-<device>.json`` (or ``--out``, for one device), with the allocator
+this process runs with (preload tcmalloc to time the runtime's choice) and how many times faster VisionMask explains
 a state than each other explainer, measured in the same run. Untrained weights do not change
 the cost.
 
@@ -32,6 +33,7 @@ from xrlkit.agents.load import load_any_agent
 from xrlkit.defaults import shipped
 from xrlkit.explainers import EXPLAINERS, make_explainer
 from xrlkit.evaluation import rollout
+from xrlkit.runtime import current_allocator
 from xrlkit.visionmask import load_visionmask
 from timing import call_times
 
@@ -113,7 +115,8 @@ def bench(device: torch.device, batch: int, reps: int, note: str) -> dict:
     return {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch, "reps": reps,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "allocator": current_allocator(),
+        "batch": batch, "reps": reps,
         "note": note, "results": results, "visionmask_speedup_over": speedup,
     }
 
@@ -125,14 +128,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. the machine's load)")
+    parser.add_argument("--out", type=Path, default=None, help="result file (one device only; default: results/explainers-<device>.json)")
     args = parser.parse_args()
+    if args.out is not None and "," in args.devices:
+        parser.error("--out takes one device")
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in args.devices.split(","):
         if name == "cuda" and not torch.cuda.is_available():
             print("cuda not available, skipped")
             continue
-        out = RESULTS / f"explainers-{name}.json"
+        out = args.out or RESULTS / f"explainers-{name}.json"
         out.write_text(json.dumps(bench(torch.device(name), args.batch, args.reps, args.note), indent=2) + "\n")
         print(f"wrote {out}")
 
