@@ -37,10 +37,12 @@ def test_allocator_env_without_tcmalloc(monkeypatch: pytest.MonkeyPatch) -> None
 def test_children_started_after_preloading_map_tcmalloc(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the study command and the test controller do: a process started afterwards (a
     notebook kernel, a worker) has tcmalloc mapped; with ``system`` it has not."""
-    maps = [sys.executable, "-c", "print('tcmalloc' in open('/proc/self/maps').read())"]
+    child = [sys.executable, "-c", "from xrlkit.runtime import current_allocator; print(current_allocator())"]
+    mine = runtime.current_allocator()  # read from this process's memory map, not its environment
     monkeypatch.setenv("LD_PRELOAD", "")
     assert runtime.preload_allocator_for_children("system") == "system"
-    assert subprocess.run(maps, capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip() == "system"
     assert runtime.preload_allocator_for_children("auto") == "tcmalloc"
     assert os.environ["LD_PRELOAD"] == runtime.tcmalloc_path()
-    assert subprocess.run(maps, capture_output=True, text=True, check=True).stdout.strip() == "True"
+    assert subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip() == "tcmalloc"
+    assert runtime.current_allocator() == mine

@@ -329,7 +329,12 @@ def tcmalloc_path() -> str | None:
 
 
 def current_allocator() -> str:
-    """``tcmalloc`` if it is preloaded into this process, else ``system``."""
+    """``tcmalloc`` if it is loaded into this process, else ``system``. Read from the process's
+    memory map where there is one (Linux): ``LD_PRELOAD`` in the environment may be meant for
+    the children only (:func:`preload_allocator_for_children`)."""
+    maps = Path("/proc/self/maps")
+    if maps.is_file():
+        return "tcmalloc" if "tcmalloc" in maps.read_text() else "system"
     return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
 
 
