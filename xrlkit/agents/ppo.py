@@ -168,7 +168,7 @@ def plot_curve(out_dir: str | Path) -> Path:
     start = meta.get("init_from")
     fig = plotting.training_runs({f"PPO {meta['encoder']}": out},
                                  title=f"PPO on {meta['game']} ({meta['encoder']} encoder, seed {meta['seed']})"
-                                 + (f"\nstarted from {start['file']} ({start['frames']:,} frames before)" if start else ""))
+                                 + (f"\nstarted from {start['file']}\n({start['frames']:,} frames before this run)" if start else ""))
     path = out / "learning_curve.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
