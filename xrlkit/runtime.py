@@ -40,7 +40,7 @@ import signal
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -328,6 +328,11 @@ def tcmalloc_path() -> str | None:
     return found if found and Path(found).is_absolute() else None
 
 
+def _preloaded(env: Mapping[str, str]) -> str:
+    """The allocator a process started with ``env`` gets: ``tcmalloc`` if ``LD_PRELOAD`` names it."""
+    return "tcmalloc" if "tcmalloc" in env.get("LD_PRELOAD", "") else "system"
+
+
 def current_allocator() -> str:
     """``tcmalloc`` if it is loaded into this process, else ``system``. Read from the process's
     memory map where there is one (Linux): ``LD_PRELOAD`` in the environment may be meant for
@@ -335,7 +340,7 @@ def current_allocator() -> str:
     maps = Path("/proc/self/maps")
     if maps.is_file():
         return "tcmalloc" if "tcmalloc" in maps.read_text() else "system"
-    return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
+    return _preloaded(os.environ)
 
 
 def allocator_env(allocator: str = "auto", env: dict[str, str] | None = None) -> dict[str, str]:
@@ -345,7 +350,7 @@ def allocator_env(allocator: str = "auto", env: dict[str, str] | None = None) ->
     ``tcmalloc`` without the library installed raises ``ValueError``."""
     choose("allocator", allocator, ALLOCATORS)
     env = dict(os.environ if env is None else env)
-    if allocator == "system" or "tcmalloc" in env.get("LD_PRELOAD", ""):
+    if allocator == "system" or _preloaded(env) == "tcmalloc":
         return env
     lib = tcmalloc_path() if sys.platform.startswith("linux") else None
     if lib is None:
@@ -362,7 +367,7 @@ def preload_allocator_for_children(allocator: str = "auto") -> str:
     this process keeps its own. Returns the allocator they get. tcmalloc made notebook 5's
     perturbation explainers and local Lipschitz estimate ~1.4x faster on the 2-core Zen 3 CPU."""
     os.environ.update(allocator_env(allocator))
-    return "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "system"
+    return _preloaded(os.environ)
 
 
 def reexec_with_allocator(allocator: str = "auto") -> None:
