@@ -87,6 +87,28 @@ def test_a_crash_loses_nothing_after_the_last_checkpoint(tmp_path, monkeypatch):
         assert torch.equal(a, b), name  # resumed at update 10 with the same minibatches and Adam state
 
 
+def test_init_from_starts_from_a_students_weights_and_records_it(tmp_path):
+    """A student started from another (here: with a near-zero learning rate) keeps its weights,
+    records the file it came from, and a resume must name the same file; a student of another
+    hidden width is refused before anything is written."""
+    from xrlkit.visionmask.model import file_sha256
+
+    parent = run(tmp_path / "parent")
+    still = DistillConfig(**{**TINY, "lr": 1e-12})
+    child = load_any_agent(run(tmp_path / "child", still, init_from=parent), game="Breakout")
+    fresh = load_any_agent(run(tmp_path / "fresh", still), game="Breakout")
+    obs = np.random.default_rng(0).integers(0, 256, (4, 4, 84, 84), dtype=np.uint8)
+    assert torch.allclose(child.logits(obs), load_any_agent(parent).logits(obs), atol=1e-4)
+    assert not torch.allclose(fresh.logits(obs), load_any_agent(parent).logits(obs), atol=1e-4)
+    assert child.meta["init_from"]["sha256"] == file_sha256(parent) and child.meta["init_from"]["origin"] == "distilled"
+    assert fresh.meta["init_from"] is None
+    with pytest.raises(ValueError, match="other settings"):
+        run(tmp_path / "fresh", still, init_from=parent)
+    with pytest.raises(ValueError, match="hidden layer of 16 units, not 32; pass --hidden 16"):
+        run(tmp_path / "wide", DistillConfig(**{**TINY, "hidden": 32}), init_from=parent)
+    assert not (tmp_path / "wide").exists()
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         DistillConfig(rounds=0)

@@ -277,7 +277,7 @@ def test_init_from_continues_a_trained_policy_and_records_it(tmp_path: Path, cap
         "protocol 'ifepaper', not 'machado'": base + ["--game", "Breakout", "--protocol", "machado",
                                                      "--init-from", str(parent)],
         "was trained on 'Breakout', not 'Pong'": base + ["--game", "Pong", "--init-from", str(parent)],
-        "PongTracker cannot start a PPO run": base + ["--game", "Pong", "--init-from", "pong-tracker"],
+        "PongTracker cannot start a run": base + ["--game", "Pong", "--init-from", "pong-tracker"],
         "no agent checkpoint": base + ["--game", "Breakout", "--init-from", str(tmp_path / "missing.safetensors")],
         "--init-from applies to --algo ppo": base + ["--game", "Breakout", "--algo", "rainbow",
                                                      "--init-from", str(parent)],

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from xrlkit.agents.base import Agent, greedy_actions
 from xrlkit.agents.encoders import ENCODERS
-from xrlkit.agents.policy import PolicyAgent, PolicyConfig
+from xrlkit.agents.policy import PolicyAgent, PolicyConfig, warm_start
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
 from xrlkit.envs import action_meanings, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
@@ -163,6 +163,7 @@ def distill(
     eval_episodes: int = 10,
     checkpoint_every: int = 250,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Distil ``teacher`` into a :class:`PolicyAgent` with ``config.encoder``; returns
     ``out_dir/agent.safetensors``.
@@ -176,6 +177,12 @@ def distill(
     ``eval_episodes`` full games (acting as the teacher acts: sampled or greedy); both go into its
     metadata. Re-running with the same ``out_dir`` resumes where the last checkpoint left off;
     Ctrl-C or SIGTERM saves one and raises :class:`~xrlkit.runlog.TrainingInterrupted`.
+
+    ``init_from``: start the student from the weights of that agent file (see
+    :func:`~xrlkit.agents.policy.warm_start`; same game, encoder, protocol and ``hidden``), e.g.
+    the student of the teacher this one replaced, so that a retrained teacher needs a few rounds of
+    distillation, not a whole recipe; its metadata records the file and its SHA-256, and a resume
+    must name the same file.
     """
     cfg = config or DistillConfig()
     game = resolve_game(game)
@@ -185,18 +192,24 @@ def distill(
         raise ValueError(f"the teacher has {teacher.n_actions} actions, {game} has {len(meanings)}")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    parent, parent_id = warm_start(init_from, game, cfg.encoder, protocol) if init_from is not None else (None, None)
+    if parent is not None and parent.config.hidden != cfg.hidden:
+        raise ValueError(f"--init-from {init_from} has a hidden layer of {parent.config.hidden} units, not {cfg.hidden}; "
+                         f"pass --hidden {parent.config.hidden}")
     rt = runtime or resolve_runtime()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     saved, resume_path, agent_path = out / "config.json", out / "resume.safetensors", out / "agent.safetensors"
-    settings = {**asdict(cfg), "game": game, "protocol": protocol}
+    settings = {**asdict(cfg), "game": game, "protocol": protocol, **({"init_from": parent_id} if parent_id else {})}
     if saved.exists() and json.loads(saved.read_text()) != settings:
         raise ValueError(f"{out} holds a distillation with other settings ({saved}); use another out_dir")
     saved.write_text(json.dumps(settings, indent=1))
     act_mode = getattr(teacher, "act_mode", "greedy")
 
-    student = PolicyAgent(len(meanings), PolicyConfig(encoder=cfg.encoder, hidden=cfg.hidden), meanings, cfg.seed,
-                          act_mode=act_mode)
+    student = PolicyAgent(len(meanings), parent.config if parent else PolicyConfig(encoder=cfg.encoder, hidden=cfg.hidden),
+                          meanings, cfg.seed, act_mode=act_mode)
+    if parent is not None:
+        student.load_state_dict(parent.state_dict())
     rt.prepare(student)
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr, eps=1e-5)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -293,6 +306,6 @@ def distill(
     return save_agent(
         student.cpu(), agent_path, game=game, algo="distillation", origin="distilled", value_trained=False,
         encoder=cfg.encoder, protocol=protocol, seed=cfg.seed, teacher=dict(teacher_id or {"class": type(teacher).__name__}),
-        distill=asdict(cfg), runtime=rt.record(), wall_s=round(counters["elapsed_s"], 1), command=command_line(),
+        distill=asdict(cfg), init_from=parent_id, runtime=rt.record(), wall_s=round(counters["elapsed_s"], 1), command=command_line(),
         **result,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,3 +81,27 @@ class PolicyAgent(ActMode, TorchAgent):
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
+
+
+def warm_start(path: str | Path, game: str, encoder: str, protocol: str) -> tuple[PolicyAgent, dict[str, Any]]:
+    """The trained policy a PPO or distillation run starts from (``init_from``) and its identity for
+    the run's metadata: ``{"file", "sha256", "frames", "origin", "value_trained"}`` (``frames``: its
+    own experience, 0 for a distilled student). It must be an actor-critic :class:`PolicyAgent` (of
+    xrlkit's PPO or distillation) of ``game`` with ``encoder``, trained under ``protocol`` (its
+    policy is tied to the observations and rewards it learnt on); else ``ValueError`` naming what
+    differs."""
+    from xrlkit.agents.load import load_any_agent
+    from xrlkit.visionmask.model import file_sha256
+
+    parent = load_any_agent(path, game=game)  # checks the game, hence the action count
+    if not isinstance(parent, PolicyAgent):
+        raise ValueError(f"--init-from {path}: a {type(parent).__name__} cannot start a run; it needs an "
+                         "actor-critic agent of xrlkit's PPO or distillation (a .safetensors file)")
+    meta = parent.meta  # type: ignore[attr-defined]
+    found = {"encoder": parent.config.encoder, "protocol": meta.get("protocol")}
+    diff = [f"{k} {v!r}, not {asked!r}" for (k, v), asked in zip(found.items(), (encoder, protocol)) if v != asked]
+    if diff:
+        raise ValueError(f"--init-from {path} was trained with {'; '.join(diff)}; pass the same encoder and "
+                         "protocol to continue it")
+    return parent, {"file": Path(path).name, "sha256": file_sha256(path), "frames": int(meta.get("frames") or 0),
+                    "origin": meta.get("origin", "rl"), "value_trained": bool(meta.get("value_trained", True))}

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from xrlkit.agents.base import ACT_MODES
 from xrlkit.agents.encoders import ENCODERS
-from xrlkit.agents.policy import PolicyAgent, PolicyConfig
+from xrlkit.agents.policy import PolicyAgent, PolicyConfig, warm_start
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
 from xrlkit.envs import action_meanings, default_protocol, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
@@ -127,29 +127,6 @@ METRIC_COLUMNS = ("frames", "steps", "iteration", "train_return_recent", "train_
 def make_config(preset: str = "atari", **overrides: Any) -> PPOConfig:
     """The config of ``preset`` with ``overrides`` (``None`` values are ignored)."""
     return config_from_preset(PPOConfig, PRESETS, preset, overrides, "PPO")
-
-
-def warm_start(path: str | Path, game: str, encoder: str, protocol: str) -> tuple[PolicyAgent, dict[str, Any]]:
-    """The trained policy a run starts from (``init_from``) and its identity for the run's metadata:
-    ``{"file", "sha256", "frames", "origin", "value_trained"}`` (``frames``: its own experience, 0
-    for a distilled student). It must be an actor-critic :class:`PolicyAgent` (of xrlkit's PPO or
-    distillation) of ``game`` with ``encoder``, trained under ``protocol`` (its policy is tied to
-    the observations and rewards it learnt on); else ``ValueError`` naming what differs."""
-    from xrlkit.agents.load import load_any_agent
-    from xrlkit.visionmask.model import file_sha256
-
-    parent = load_any_agent(path, game=game)  # checks the game, hence the action count
-    if not isinstance(parent, PolicyAgent):
-        raise ValueError(f"--init-from {path}: a {type(parent).__name__} cannot start a PPO run; it needs an "
-                         "actor-critic agent of xrlkit's PPO or distillation (a .safetensors file)")
-    meta = parent.meta  # type: ignore[attr-defined]
-    found = {"encoder": parent.config.encoder, "protocol": meta.get("protocol")}
-    diff = [f"{k} {v!r}, not {asked!r}" for (k, v), asked in zip(found.items(), (encoder, protocol)) if v != asked]
-    if diff:
-        raise ValueError(f"--init-from {path} was trained with {'; '.join(diff)}; pass the same encoder and "
-                         "protocol to continue it")
-    return parent, {"file": Path(path).name, "sha256": file_sha256(path), "frames": int(meta.get("frames") or 0),
-                    "origin": meta.get("origin", "rl"), "value_trained": bool(meta.get("value_trained", True))}
 
 
 def plot_curve(out_dir: str | Path) -> Path:
@@ -475,4 +452,4 @@ def train(
     )
 
 
-__all__ = ["PPOConfig", "PRESETS", "make_config", "plot_curve", "train", "warm_start"]
+__all__ = ["PPOConfig", "PRESETS", "make_config", "plot_curve", "train"]

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-envs", type=int, default=d.n_envs)
     p.add_argument("--protocol", default=None, help="env protocol; default: the teacher's")
     p.add_argument("--eval-episodes", type=int, default=10, help="full games scoring the final student")
+    p.add_argument("--init-from", default=None, metavar="AGENT",
+                   help="start the student from this agent's weights (xrlkit PPO or distilled, same game, encoder, "
+                        "protocol and --hidden), e.g. the student of the teacher being replaced")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (xrlkit.runtime)")
@@ -60,6 +63,6 @@ def _run(args: argparse.Namespace) -> int:
     print(rt.describe())
     final = distill(teacher, game, args.out, cfg, protocol=args.protocol or agent_protocol(teacher),
                     teacher_id=agent_identity(teacher, args.teacher), runtime=rt,
-                    eval_episodes=args.eval_episodes, progress=not args.no_progress)
+                    eval_episodes=args.eval_episodes, progress=not args.no_progress, init_from=args.init_from)
     print(f"student written to {final}")
     return 0
