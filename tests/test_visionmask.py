@@ -343,6 +343,29 @@ def test_train_writes_checkpoints_and_resumes(dataset_dir: Path, agent: QAgent, 
         train_visionmask(agent, train, val, tmp_path, TrainConfig(epochs=4, batch_size=8), progress=False)
 
 
+def test_init_from_starts_from_another_explainers_weights(dataset_dir: Path, agent: QAgent, tmp_path: Path) -> None:
+    """A run started from a VisionMask (with a near-zero learning rate) keeps its weights, records
+    the file, and a resume must name the same file; one with another head width is refused."""
+    from xrlkit.visionmask.model import file_sha256
+
+    train, val = StateDataset(dataset_dir, "train"), StateDataset(dataset_dir, "val")
+    small = dict(epochs=1, batch_size=4, max_batches=2, reference="background", head_channels=16)
+    train_visionmask(agent, train, val, tmp_path / "parent", TrainConfig(**small, lr=1e-3), progress=False)
+    parent = tmp_path / "parent" / "best.safetensors"
+    still = TrainConfig(**small, lr=1e-12, weight_decay=0.0)
+    child, _ = train_visionmask(agent, train, val, tmp_path / "child", still, progress=False, init_from=parent)
+    fresh, _ = train_visionmask(agent, train, val, tmp_path / "fresh", still, progress=False)
+    before = dict(load_visionmask(parent).net.named_parameters())
+    assert all(torch.allclose(p, before[n], atol=1e-6) for n, p in child.net.named_parameters())
+    assert not all(torch.allclose(p, before[n], atol=1e-6) for n, p in fresh.net.named_parameters())
+    assert child.checkpoint_meta["init_from"] == {"file": "best.safetensors", "sha256": file_sha256(parent)}
+    with pytest.raises(ValueError, match="other settings"):
+        train_visionmask(agent, train, val, tmp_path / "fresh", still, progress=False, init_from=parent)
+    with pytest.raises(ValueError, match="head channels 16, not 32"):
+        train_visionmask(agent, train, val, tmp_path / "wide", TrainConfig(**{**small, "head_channels": 32}),
+                         progress=False, init_from=parent)
+
+
 # ---------------------------------------------------------------- counterfactuals
 class BandAgent:
     """Hand-made agent: logit of action a = mean of vertical band a (28 px wide) of the last frame."""

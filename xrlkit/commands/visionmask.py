@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast (default: on CUDA and on CPUs with native bf16)")
     p.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
+    p.add_argument("--init-from", default=None, metavar="VISIONMASK",
+                   help="start from this VisionMask's network weights (same game, backbone and head), e.g. the "
+                        "explainer of the agent this agent was fine-tuned from")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
 
@@ -103,7 +106,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     train = StateDataset(args.data, "train", agent=agent)
     val = StateDataset(args.data, "val", agent=agent)
-    _, history = train_visionmask(agent, train, val, args.out, cfg, agent_id=agent_identity(agent, args.agent))
+    _, history = train_visionmask(agent, train, val, args.out, cfg, agent_id=agent_identity(agent, args.agent),
+                                  init_from=args.init_from)
     last = history[-1] if history else {}
     print(f"{len(history)} epochs; last: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
     print(f"best explainer: {Path(args.out) / 'best.safetensors'}")

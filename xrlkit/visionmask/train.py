@@ -13,7 +13,10 @@ Each epoch ends with a validation pass; ``out_dir`` then holds
 
 Training stops early after ``patience`` epochs without a better validation loss (the training
 loss is used when there is no validation split). Calling :func:`train_visionmask` again on the
-same ``out_dir`` with the same settings resumes after the last finished epoch. With ``amp`` the
+same ``out_dir`` with the same settings resumes after the last finished epoch. ``init_from`` starts
+the network from another VisionMask's weights (same game, actions, backbone and head; the reference
+image is this run's), e.g. the explainer of the agent that this agent was fine-tuned from: masks
+for a slightly changed policy need a few epochs, not a whole training. With ``amp`` the
 forward passes run under bfloat16 autocast where that is fast: on CUDA, and on a CPU with native
 bf16 (:func:`xrlkit.runtime.bf16_native`; elsewhere bf16 on a CPU is many times slower, so it stays
 off). On CUDA larger batches are worth setting.
@@ -37,7 +40,7 @@ from xrlkit.references import estimate_background
 from xrlkit.runtime import bf16_native
 from xrlkit.visionmask.data import StateDataset
 from xrlkit.visionmask.loss import mask_logits, ranking_loss, visionmask_loss
-from xrlkit.visionmask.model import VisionMask, load_visionmask
+from xrlkit.visionmask.model import VisionMask, file_sha256, load_visionmask
 
 TERMS = ("action", "complement", "area", "tv", "rank", "total")
 
@@ -111,11 +114,15 @@ def train_visionmask(
     *,
     agent_id: dict[str, Any] | None = None,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> tuple[VisionMask, list[dict[str, Any]]]:
     """Train (or resume) a VisionMask explainer of ``agent`` on ``train_data``.
 
     Runs on ``agent.device``. Returns the explainer with the best weights (eval mode) and the
-    history (one dict per epoch), also written to ``out_dir/history.json``.
+    history (one dict per epoch), also written to ``out_dir/history.json``. ``init_from``: a
+    VisionMask checkpoint whose network weights the run starts from (``ValueError`` if its game,
+    action count, backbone or head width differ); its file name and SHA-256 go into the settings
+    (a resume must name the same file) and into every checkpoint's metadata.
     """
     cfg = config or TrainConfig()
     out = Path(out_dir)
@@ -133,8 +140,22 @@ def train_visionmask(
         tuple(agent.action_meanings), train_data.meta.get("game"), agent_id or train_data.meta.get("agent"),
         cfg.head_channels,
     ).to(device)
+    parent_id = None
+    if init_from is not None:
+        parent = load_visionmask(init_from)
+        found = {"game": parent.game, "actions": parent.n_actions, "backbone": parent.backbone,
+                 "head channels": parent.head_channels}
+        asked = {"game": model.game, "actions": model.n_actions, "backbone": model.backbone,
+                 "head channels": model.head_channels}
+        diff = [f"{k} {found[k]!r}, not {asked[k]!r}" for k in found if found[k] != asked[k]]
+        if diff:
+            raise ValueError(f"--init-from {init_from} has {'; '.join(diff)}; it cannot start this run")
+        model.net.load_state_dict(parent.net.state_dict())
+        parent_id = {"file": Path(init_from).name, "sha256": file_sha256(init_from)}
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     settings = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+    if parent_id:
+        settings["init_from"] = parent_id
 
     history: list[dict[str, Any]] = []
     best, bad_epochs, start = float("inf"), 0, 0
@@ -187,7 +208,7 @@ def train_visionmask(
         score = record.get("val_total", record["train_total"])
         improved = score < best
         best, bad_epochs = (score, 0) if improved else (best, bad_epochs + 1)
-        extra = {"epoch": epoch + 1, "score": score, "train_config": asdict(cfg)}
+        extra = {"epoch": epoch + 1, "score": score, "train_config": asdict(cfg), "init_from": parent_id}
         model.save(out / "last.safetensors", **extra)
         if improved:
             model.save(out / "best.safetensors", **extra)
