@@ -193,7 +193,8 @@ def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check
             "backbone": meta["backbone"], "head_channels": meta.get("head_channels", 256),
             "reference_mode": meta["reference_mode"], "stored_dtype": stored_dtype, "max_mask_change": diff,
             "mask_change_on": checked_on, "lambda_rank": meta.get("train_config", {}).get("lambda_rank", 0.0),
-            "epoch": meta.get("epoch"), "val_loss": meta.get("score")}
+            "epoch": meta.get("epoch"), "val_loss": meta.get("score"),
+            **({"init_from": meta["init_from"]} if meta.get("init_from") else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
