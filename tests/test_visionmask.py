@@ -302,6 +302,11 @@ def test_collect_command_takes_the_shipped_expert(tmp_path: Path, capsys: pytest
     assert "ships no expert model for Asterix" in capsys.readouterr().err
 
 
+def test_a_folder_without_data_says_how_to_make_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no meta.json.*visionmask collect.*notebook 3"):
+        StateDataset(tmp_path, "test")
+
+
 def test_corrupted_or_tampered_data_fails_clearly(dataset_dir: Path, tiny_agent: QAgent, tmp_path: Path) -> None:
     import shutil
 

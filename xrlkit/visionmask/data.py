@@ -221,7 +221,8 @@ def dataset_meta(root: str | Path) -> dict[str, Any]:
     """The collection settings (``meta.json``) of a dataset directory."""
     path = Path(root) / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{root} is not a VisionMask state dataset (no meta.json)")
+        raise FileNotFoundError(f"{root} is not a VisionMask state dataset (no meta.json); make one with "
+                                "'xrlkit visionmask collect' (in a study, notebook 3 does: --notebooks 3,4)")
     meta = _read_json(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown dataset format {meta.get('format')!r}")
