@@ -143,11 +143,9 @@ def train_visionmask(
     parent_id = None
     if init_from is not None:
         parent = load_visionmask(init_from)
-        found = {"game": parent.game, "actions": parent.n_actions, "backbone": parent.backbone,
-                 "head channels": parent.head_channels}
-        asked = {"game": model.game, "actions": model.n_actions, "backbone": model.backbone,
-                 "head channels": model.head_channels}
-        diff = [f"{k} {found[k]!r}, not {asked[k]!r}" for k in found if found[k] != asked[k]]
+        must_match = {"game": "game", "actions": "n_actions", "backbone": "backbone", "head channels": "head_channels"}
+        diff = [f"{name} {getattr(parent, a)!r}, not {getattr(model, a)!r}" for name, a in must_match.items()
+                if getattr(parent, a) != getattr(model, a)]
         if diff:
             raise ValueError(f"--init-from {init_from} has {'; '.join(diff)}; it cannot start this run")
         model.net.load_state_dict(parent.net.state_dict())
