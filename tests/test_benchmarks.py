@@ -71,11 +71,12 @@ def test_captum_lime_baseline_explains_what_xrlkit_lime_explains():
 
 
 def test_expected_duration_reads_the_closest_measured_row(tmp_path: Path) -> None:
+    import dataclasses
     import json
 
     from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, resolve_runtime
 
-    rt = resolve_runtime("cpu", precision="fp32", channels_last=True)
+    rt = dataclasses.replace(resolve_runtime("cpu", precision="fp32", channels_last=True), update_threads=2)
     rows = [{"machine": {"cpu": "Test CPU", "cores": 2}},
             {"trainer": "sb3", "algo": "ppo", "encoder": "nature", "precision": "fp32", "agent_steps_per_s": 1.0},
             {"trainer": "xrlkit", "algo": "ppo", "encoder": "nature", "precision": "fp32", "allocator": "tcmalloc",
@@ -86,7 +87,9 @@ def test_expected_duration_reads_the_closest_measured_row(tmp_path: Path) -> Non
     bench = tmp_path / "train.json"
     bench.write_text(json.dumps(rows))
     line = expected_duration("ppo", "nature", 300_000, rt, bench)  # 300k steps / 500 per s = 10 min
-    assert "about 10 min" in line and "500 steps/s" in line and "Test CPU" in line
+    assert "about 10 min" in line and "500 steps/s" in line and "Test CPU" in line and "slower" not in line
+    one_thread = expected_duration("ppo", "nature", 300_000, dataclasses.replace(rt, update_threads=1), bench)
+    assert "about 20 min" in one_thread and "2x slower on this run's 1 thread" in one_thread  # half the cores measured
     assert "no measurement for ppo/ife in fp32" in expected_duration("ppo", "ife", 1000, rt, bench)
     assert "no measurement" in expected_duration("ppo", "nature", 1000, rt, tmp_path / "absent.json")
     assert "Atari games only" in expected_duration("ppo", "nature", 1000, rt, bench, atari=False)

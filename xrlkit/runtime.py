@@ -263,6 +263,13 @@ def measured_rate(algo: str, encoder: str, rt: Runtime,
     return float(row["agent_steps_per_s"]), machine
 
 
+def fewer_cores_slowdown(measured_cores: float, cores: float) -> float:
+    """How much slower a job is taken to run on ``cores`` than on the ``measured_cores`` a
+    benchmark used: in proportion where fewer (an upper bound, as some of the work does not scale
+    with cores), 1 where as many or more (a lower bound)."""
+    return max(1.0, measured_cores / max(cores, 1e-9))
+
+
 def expected_duration(algo: str, encoder: str, agent_steps: int, rt: Runtime,
                       benchmark: str | Path = TRAIN_BENCHMARK, *, atari: bool = True) -> str:
     """One line saying how long ``agent_steps`` of xrlkit's ``algo`` trainer with ``encoder``
@@ -278,10 +285,13 @@ def expected_duration(algo: str, encoder: str, agent_steps: int, rt: Runtime,
         return (f"expected time: the training benchmark ({Path(benchmark).name}) has no measurement for {what}; "
                 "the progress bar shows this machine's rate")
     rate, machine = found
-    return (f"expected time: about {agent_steps / rate / 60:.0f} min for {agent_steps:,} agent steps, at the "
+    cores = machine.get("cores")
+    slower = fewer_cores_slowdown(cores, rt.update_threads) if cores else 1.0
+    return (f"expected time: about {agent_steps / rate * slower / 60:.0f} min for {agent_steps:,} agent steps, at the "
             f"{rate:.0f} steps/s the training benchmark measured for {what} on "
-            f"{machine.get('cores', '?')} cores of {machine.get('cpu', 'an unnamed CPU')} "
-            f"({Path(benchmark).name}); another CPU, or a busy one, differs")
+            f"{cores or '?'} cores of {machine.get('cpu', 'an unnamed CPU')} ({Path(benchmark).name})"
+            + (f", taken as {slower:g}x slower on this run's {rt.update_threads} thread(s) (an upper bound)" if slower > 1 else "")
+            + "; another CPU, or a busy one, differs")
 
 
 def resolve_runtime(

@@ -35,7 +35,7 @@ from xrlkit.defaults import shipped
 from xrlkit.envs import get_protocol
 from xrlkit.games import resolve_games
 from xrlkit.registry import choose
-from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, measured_rate, pinned_pool, resolve_runtime
+from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, fewer_cores_slowdown, measured_rate, pinned_pool, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: where the notebooks run: processes of this machine, or tasks on a Ray cluster
@@ -266,7 +266,7 @@ def study_plan(
     # many games as the CPUs hold at the measured cores per game
     slots = max(1, min(workers, len(games))) if workers else max(1, min(cpus // cores, len(games)))
     share = cpus / slots
-    slower = max(1.0, cores / share)  # a game on fewer cores than measured: taken as that much slower (a bound)
+    slower = fewer_cores_slowdown(cores, share)
     lanes = [0.0] * slots
     for t in sorted(seconds.values(), reverse=True):  # longest first, each game to the least loaded slot
         lanes[lanes.index(min(lanes))] += t * slower

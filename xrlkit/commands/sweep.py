@@ -50,7 +50,7 @@ def _plan(n_runs: int, options: argparse.Namespace, cpus_per_run: float, cluster
     engine) or, with ``workers=None`` (Ray), as many as hold ``cpus_per_run`` each. A run on fewer
     cores than the benchmark's is taken as slower in proportion (an upper bound)."""
     from xrlkit.envs import get_protocol
-    from xrlkit.runtime import measured_rate, resolve_runtime
+    from xrlkit.runtime import fewer_cores_slowdown, measured_rate, resolve_runtime
 
     encoder = options.encoder or ("impala" if options.algo == "rainbow" else "nature")
     rt = resolve_runtime(options.device, options.precision)
@@ -63,7 +63,7 @@ def _plan(n_runs: int, options: argparse.Namespace, cpus_per_run: float, cluster
     hours = options.frames / get_protocol(options.protocol or "ifepaper").frame_skip / rate / 3600
     slots = min(workers, n_runs) if workers else max(1, int(cluster_cpus // cpus_per_run))
     share = cluster_cpus / slots if workers else cpus_per_run
-    slower = max(1.0, cores / share)
+    slower = fewer_cores_slowdown(cores, share)
     return (f"{head}: about {hours:.1f} h each at the {rate:.0f} agent steps/s measured on {cores} "
             f"cores of {machine.get('cpu', 'an unnamed CPU')}, {n_runs * hours * cores:.1f} CPU-hours "
             f"in all; wall time about {math.ceil(n_runs / slots) * hours * slower:.1f} h with {slots} run(s) at a time "
