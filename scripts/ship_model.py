@@ -45,6 +45,7 @@ from xrlkit.checkpoint import load_tensors, save_tensors
 from xrlkit.defaults import MODELS_DIR, ROLES, shipped
 from xrlkit.evaluation import evaluate
 from xrlkit.games import is_atari, resolve_game
+from xrlkit.visionmask.model import file_sha256
 
 
 def _staging() -> Path:
@@ -149,6 +150,10 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
     # from another agent's weights (train --init-from) its parent, whose frames its own count includes
     provenance = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained",
                                       "init_from", "frames_this_run") if meta.get(k) is not None}
+    teacher, expert = provenance.get("teacher", {}), shipped(game, "expert")
+    if teacher.get("sha256") and expert is not None and teacher["sha256"] == file_sha256(expert):
+        # distilled from a copy of the shipped expert (same bytes): name the file a clone has, not the copy's path
+        provenance["teacher"] = {**teacher, "path": os.path.relpath(expert, MODELS_DIR.parents[2])}
     if not is_atari(game):  # no human reference: random play on the same seeds is the yardstick
         rand = random_play(packed, game, episodes, protocol=protocol, seed=eval_seed)
         provenance.update(random_eval_mean=rand.mean, random_eval_returns=rand.returns)
@@ -171,8 +176,6 @@ def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check
     from xrlkit.agents.load import load_any_agent
     from xrlkit.checkpoint import VISIONMASK_INT8_MIN_NUMEL, quantize_int8
     from xrlkit.visionmask import load_visionmask
-    from xrlkit.visionmask.model import file_sha256
-
     tensors, meta = load_tensors(src)
     expert = shipped(game, "expert")
     trained_on = meta.get("agent", {}).get("sha256")

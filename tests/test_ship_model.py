@@ -134,3 +134,29 @@ def test_a_visionmask_stored_in_int8_keeps_its_small_convs_in_float16(ship_model
     assert weights[first].numel() < VISIONMASK_INT8_MIN_NUMEL and dtypes[first] == "F16"
     big = [k for k, v in weights.items() if v.numel() >= VISIONMASK_INT8_MIN_NUMEL]
     assert big and all(dtypes[k] == "I8" and k + INT8_SCALE in dtypes for k in big)
+
+
+def test_a_student_of_a_copy_of_the_shipped_expert_names_the_shipped_file(ship_model, tiny_agent, tmp_path, monkeypatch):
+    """A student distilled from a copy of the shipped expert (same SHA-256, another path) names
+    the shipped file, which a clone has; a teacher with other bytes keeps the path it was read from."""
+    import os
+
+    from xrlkit.visionmask.model import file_sha256
+
+    models = ship_model.MODELS_DIR
+    expert = models / "Breakout-ppo-nature-expert.safetensors"
+    expert.write_bytes(b"the shipped expert's weights")
+    monkeypatch.setattr(ship_model, "shipped", lambda game, role: expert if role == "expert" else None)
+    monkeypatch.setattr(ship_model, "evaluate", lambda *a, **k: EvalResult("Breakout", returns=[5.0], lengths=[100]))
+    for weights, named in ((expert.read_bytes(), os.path.relpath(expert, models.parents[2])), (b"another expert", None)):
+        (models / "manifest.json").write_text("[]\n")
+        copy = tmp_path / "runs" / "teacher.safetensors"
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(weights)
+        teacher = {"class": "PolicyAgent", "n_actions": 4, "path": str(copy), "sha256": file_sha256(copy)}
+        src = save_agent(tiny_agent, tmp_path / "student.safetensors", game="Breakout", frames=0, seed=1,
+                         origin="distilled", teacher=teacher, heldout_agreement=0.95)
+        argv = ["xrlkit", str(src), "--game", "Breakout", "--role", "ife", "--command", "xrlkit distill ...", "--episodes", "1"]
+        assert ship_model.main(argv) == 0
+        (entry,) = json.loads((models / "manifest.json").read_text())
+        assert entry["teacher"] == {**teacher, "path": named or str(copy)}
