@@ -23,3 +23,15 @@ def test_rows_of_other_games_is_empty_on_a_first_run_and_refuses_a_table_without
     pd.DataFrame({"metric": ["insertion"], "value": [0.5]}).to_csv(tmp_path / "flat.csv", index=False)
     with pytest.raises(ValueError, match="no 'game' column"):
         rows_of_other_games(tmp_path / "flat.csv", ["Breakout"])
+
+
+def test_kept_rows_are_written_back_byte_for_byte(tmp_path):
+    """Re-running one game must not touch another game's numbers in the last digit (pandas' default
+    float parser is not exact: 0.024444444444444442 came back as 0.0244444444444444)."""
+    table = tmp_path / "grounding.csv"
+    pd.DataFrame({"game": ["MsPacman", "Breakout"], "mean": [0.024444444444444442, 0.1],
+                  "ci_low": [0.008143518518518527, 0.0]}).to_csv(table, index=False)
+    before = table.read_text().splitlines()[1]
+    (kept,) = rows_of_other_games(table, ["Breakout"])
+    pd.concat([kept]).to_csv(table, index=False)
+    assert table.read_text().splitlines()[1] == before
