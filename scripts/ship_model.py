@@ -176,6 +176,7 @@ def ship_visionmask(src: Path, game: str, command: str, stored_dtype: str, check
     from xrlkit.agents.load import load_any_agent
     from xrlkit.checkpoint import VISIONMASK_INT8_MIN_NUMEL, quantize_int8
     from xrlkit.visionmask import load_visionmask
+
     tensors, meta = load_tensors(src)
     expert = shipped(game, "expert")
     trained_on = meta.get("agent", {}).get("sha256")
