@@ -94,3 +94,28 @@ def test_expected_duration_reads_the_closest_measured_row(tmp_path: Path) -> Non
     assert "no measurement" in expected_duration("ppo", "nature", 1000, rt, tmp_path / "absent.json")
     assert "Atari games only" in expected_duration("ppo", "nature", 1000, rt, bench, atari=False)
     assert "steps/s the training benchmark measured" in expected_duration("ppo", "nature", 1000, rt, TRAIN_BENCHMARK)
+
+
+def test_closest_train_benchmark_matches_the_cpu(tmp_path: Path) -> None:
+    import json
+
+    from xrlkit.runtime import BENCHMARK_RESULTS, closest_train_benchmark, cpu_info, measured_rate, resolve_runtime
+
+    def write(name: str, **machine: object) -> None:
+        (tmp_path / name).write_text(json.dumps([{"machine": machine}]))
+
+    write("train-cpu.json", cpu="Zen 4", bf16_native=True, amx=False, avx512=True)
+    write("train-cpu-zen3.json", cpu="Zen 3", bf16_native=False, amx=False, avx512=False)
+    write("train-cpu-spr.json", cpu="Xeon", bf16_native=True, amx=True, avx512=True)
+    (tmp_path / "train-cpu-broken.json").write_text("{not json")
+    pick = lambda **cpu: closest_train_benchmark(tmp_path, cpu).name  # noqa: E731
+    assert pick(cpu="Zen 3", bf16_native=False, amx=False, avx512=False) == "train-cpu-zen3.json"
+    assert pick(cpu="Other AVX2", bf16_native=False, amx=False, avx512=False) == "train-cpu-zen3.json"
+    assert pick(cpu="Xeon", bf16_native=True, amx=True, avx512=True) == "train-cpu-spr.json"
+    assert pick(cpu="Zen 5", bf16_native=True, amx=False, avx512=True) == "train-cpu.json"
+    assert pick(cpu="ARM", bf16_native=True, amx=False, avx512=False) == "train-cpu.json"  # ties: the default file
+    assert closest_train_benchmark(tmp_path / "absent", {}).name == "train-cpu.json"
+    # the committed results: the file picked for this CPU is the one measured_rate reads and names
+    chosen = closest_train_benchmark(BENCHMARK_RESULTS, cpu_info())
+    found = measured_rate("ppo", "nature", resolve_runtime("cpu", precision="fp32"))
+    assert found is None or found[1]["file"] == chosen.name

@@ -237,23 +237,48 @@ def inference_copy(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     return copy.to(memory_format=torch.channels_last) if device.type == "cpu" else copy
 
 
-#: the training benchmark's committed results (present in a checkout of the repository)
-TRAIN_BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "train-cpu.json"
+#: the training benchmark's committed results (present in a checkout of the repository): one
+#: ``train-cpu*.json`` file per CPU measured; ``train-cpu.json`` is the default run's
+BENCHMARK_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+TRAIN_BENCHMARK = BENCHMARK_RESULTS / "train-cpu.json"
+
+
+def closest_train_benchmark(results: str | Path = BENCHMARK_RESULTS, cpu: Mapping[str, Any] | None = None) -> Path:
+    """The ``train-cpu*.json`` in ``results`` measured on the CPU most like ``cpu`` (default:
+    this one, :func:`cpu_info`): native bf16 first (it decides the precision, so the rate), then
+    AMX, AVX-512 and the model name; ties go to ``train-cpu.json``. That file when none is
+    readable."""
+    import json
+
+    cpu = dict(cpu or cpu_info())
+    best, best_key = Path(results) / TRAIN_BENCHMARK.name, None
+    for path in sorted(Path(results).glob("train-cpu*.json")):
+        try:
+            machine = next((r["machine"] for r in json.loads(path.read_text()) if "machine" in r), {})
+        except (OSError, ValueError, TypeError):
+            continue
+        key = (*(machine.get(k) == cpu.get(k) for k in ("bf16_native", "amx", "avx512", "cpu")),
+               path.name == TRAIN_BENCHMARK.name)
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best
 
 
 def measured_rate(algo: str, encoder: str, rt: Runtime,
-                  benchmark: str | Path = TRAIN_BENCHMARK) -> tuple[float, dict[str, Any]] | None:
+                  benchmark: str | Path | None = None) -> tuple[float, dict[str, Any]] | None:
     """Agent steps per second of xrlkit's ``algo`` trainer with ``encoder``, from the row of
-    ``benchmarks/bench_train.py``'s results closest to ``rt`` (same precision; then the same
-    allocator, memory format and overlap), with the machine it was measured on; ``None`` when the
-    benchmark is missing or has no such row."""
+    ``benchmarks/bench_train.py``'s results (``benchmark``; default: the
+    :func:`closest_train_benchmark` to this CPU) closest to ``rt`` (same precision; then the same
+    allocator, memory format and overlap), with the machine it was measured on and the file's
+    name under ``"file"``; ``None`` when the benchmark is missing or has no such row."""
     import json
 
+    benchmark = closest_train_benchmark() if benchmark is None else Path(benchmark)
     try:
         rows = json.loads(Path(benchmark).read_text())
     except (OSError, ValueError):
         return None
-    machine = next((r["machine"] for r in rows if "machine" in r), {})
+    machine = {**next((r["machine"] for r in rows if "machine" in r), {}), "file": benchmark.name}
     measured = [r for r in rows if r.get("trainer") == "xrlkit" and r.get("algo") == algo
                 and r.get("encoder") == encoder and r.get("precision") == rt.precision and r.get("agent_steps_per_s")]
     if not measured:
@@ -271,12 +296,13 @@ def fewer_cores_slowdown(measured_cores: float, cores: float) -> float:
 
 
 def expected_duration(algo: str, encoder: str, agent_steps: int, rt: Runtime,
-                      benchmark: str | Path = TRAIN_BENCHMARK, *, atari: bool = True) -> str:
+                      benchmark: str | Path | None = None, *, atari: bool = True) -> str:
     """One line saying how long ``agent_steps`` of xrlkit's ``algo`` trainer with ``encoder``
     should take, at the :func:`measured_rate` closest to ``rt``, naming the machine it was
     measured on. Says so when no such measurement exists (the benchmark times Atari games, so
     ``atari=False``, another world, has none); never guesses."""
     what = f"{algo}/{encoder} in {rt.precision}"
+    benchmark = closest_train_benchmark() if benchmark is None else Path(benchmark)
     if not atari:
         return (f"expected time: the training benchmark ({Path(benchmark).name}) measured Atari games only, "
                 "and other worlds step at their own speed; the progress bar shows this machine's rate")

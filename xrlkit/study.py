@@ -35,7 +35,7 @@ from xrlkit.defaults import shipped
 from xrlkit.envs import get_protocol
 from xrlkit.games import resolve_games
 from xrlkit.registry import choose
-from xrlkit.runtime import TRAIN_BENCHMARK, expected_duration, fewer_cores_slowdown, measured_rate, pinned_pool, resolve_runtime
+from xrlkit.runtime import expected_duration, fewer_cores_slowdown, measured_rate, pinned_pool, resolve_runtime
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: where the notebooks run: processes of this machine, or tasks on a Ray cluster
@@ -278,7 +278,7 @@ def study_plan(
                     "an upper bound)" if slower > 1 else f"{cores} per game as measured)"))
     if frames > 0:
         lines.append(f"includes training a {frames:,}-frame PPO expert for each game without a shipped one"
-                     + (f" at the {rate[0]:.0f} steps/s of {TRAIN_BENCHMARK.name}" if rate else ""))
+                     + (f" at the {rate[0]:.0f} steps/s of {rate[1]['file']}" if rate else ""))
     extra = sorted(set(params) - {"expert_frames", "command"})
     if extra:
         lines.append(f"not in the estimate: the effect of --param {', '.join(extra)} (the benchmark ran the defaults)")
