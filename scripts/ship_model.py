@@ -45,7 +45,7 @@ from xrlkit.checkpoint import load_tensors, save_tensors
 from xrlkit.defaults import MODELS_DIR, ROLES, shipped
 from xrlkit.evaluation import evaluate
 from xrlkit.games import is_atari, resolve_game
-from xrlkit.visionmask.model import file_sha256
+from xrlkit.checkpoint import file_sha256
 
 
 def _staging() -> Path:

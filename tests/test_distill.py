@@ -91,7 +91,7 @@ def test_init_from_starts_from_a_students_weights_and_records_it(tmp_path):
     """A student started from another (here: with a near-zero learning rate) keeps its weights,
     records the file it came from, and a resume must name the same file; a student of another
     hidden width is refused before anything is written."""
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     parent = run(tmp_path / "parent")
     still = DistillConfig(**{**TINY, "lr": 1e-12})

@@ -251,7 +251,7 @@ def test_init_from_continues_a_trained_policy_and_records_it(tmp_path: Path, cap
     """A run started from an agent file begins with its weights (a near-zero learning rate keeps
     them), says so in its metadata and curve, counts the parent's frames, and a resume must name
     the same file; a policy of another encoder, game or kind is refused before anything is written."""
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     parent = train("Breakout", total_frames=256, out_dir=tmp_path / "parent", runtime=runtime(), **TINY)
     other = train("Breakout", total_frames=256, out_dir=tmp_path / "other", runtime=runtime(), seed=1, **TINY)

@@ -141,7 +141,7 @@ def test_a_student_of_a_copy_of_the_shipped_expert_names_the_shipped_file(ship_m
     the shipped file, which a clone has; a teacher with other bytes keeps the path it was read from."""
     import os
 
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     models = ship_model.MODELS_DIR
     expert = models / "Breakout-ppo-nature-expert.safetensors"

@@ -118,7 +118,7 @@ def test_second_seed_is_the_experts_recipe_from_another_seed(entry):
 def test_distilled_agent_agrees_with_the_shipped_expert_as_its_manifest_says(entry):
     """A distilled agent names its teacher, the shipped expert, and agrees with it on states it
     meets itself about as often as its held-out measurement says."""
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     expert_path = shipped(entry["game"], "expert")
     assert entry["teacher"]["sha256"] == file_sha256(expert_path)
@@ -135,7 +135,7 @@ def test_distilled_agent_agrees_with_the_shipped_expert_as_its_manifest_says(ent
 def test_shipped_visionmask_explains_the_shipped_expert(entry):
     """A VisionMask is trained against one frozen agent; shipped beside another it explains nothing."""
     from xrlkit.checkpoint import read_meta
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     trained_on = read_meta(MODELS_DIR / entry["file"])["agent"]
     assert trained_on["sha256"] == file_sha256(shipped(entry["game"], "expert")), trained_on

@@ -319,7 +319,7 @@ def test_corrupted_or_tampered_data_fails_clearly(dataset_dir: Path, tiny_agent:
         arrays = {k: z[k] for k in z.files}
     arrays["actions"] = (arrays["actions"] + 1) % 4  # wrong actions, but a consistent file and hash
     np.savez_compressed(shard, **arrays)
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     entry["sha256"] = file_sha256(shard)
     (root / "index.json").write_text(json.dumps(index))
@@ -351,7 +351,7 @@ def test_train_writes_checkpoints_and_resumes(dataset_dir: Path, agent: QAgent, 
 def test_init_from_starts_from_another_explainers_weights(dataset_dir: Path, agent: QAgent, tmp_path: Path) -> None:
     """A run started from a VisionMask (with a near-zero learning rate) keeps its weights, records
     the file, and a resume must name the same file; one with another head width is refused."""
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     train, val = StateDataset(dataset_dir, "train"), StateDataset(dataset_dir, "val")
     small = dict(epochs=1, batch_size=4, max_batches=2, reference="background", head_channels=16)

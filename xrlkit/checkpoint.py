@@ -8,6 +8,7 @@ preset, steps, library versions, the command that produced it). Loading never un
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shlex
@@ -58,6 +59,16 @@ def command_line() -> str:
     argv0 = Path(sys.argv[0]).name if sys.argv else ""
     head = ["xrlkit"] if argv0 in ("xrlkit", "cli.py", "__main__.py") else [sys.argv[0]] if sys.argv else []
     return shlex.join(head + sys.argv[1:])
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file: how provenance names a checkpoint (the agent a VisionMask explains,
+    a student's teacher, the parent of a warm start, the data shards it read)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:

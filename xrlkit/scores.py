@@ -49,7 +49,7 @@ def fingerprint(*parts: Any, arrays: tuple[np.ndarray | torch.Tensor, ...] = ())
 def model_identity(path: str | Path) -> str:
     """A model file's SHA-256, or the name of a model that is not a file (a scripted agent):
     the part of a :func:`fingerprint` that changes when a model is retrained."""
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     return file_sha256(path) if Path(path).is_file() else str(path)
 

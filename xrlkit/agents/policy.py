@@ -91,7 +91,7 @@ def warm_start(path: str | Path, game: str, encoder: str, protocol: str) -> tupl
     policy is tied to the observations and rewards it learnt on); else ``ValueError`` naming what
     differs."""
     from xrlkit.agents.load import load_any_agent
-    from xrlkit.visionmask.model import file_sha256
+    from xrlkit.checkpoint import file_sha256
 
     parent = load_any_agent(path, game=game)  # checks the game, hence the action count
     if not isinstance(parent, PolicyAgent):

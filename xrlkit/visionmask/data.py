@@ -51,7 +51,7 @@ from xrlkit.agents.base import choose_actions
 from xrlkit.envs import make_env, rgb_frame
 from xrlkit.games import resolve_game
 from xrlkit.registry import choose
-from xrlkit.visionmask.model import file_sha256
+from xrlkit.checkpoint import file_sha256
 
 SPLITS = ("train", "val", "test")
 FORMAT = "xrlkit-visionmask-states/1"

@@ -22,7 +22,6 @@ the ASPP head (256 as torchvision; the shipped explainers use 64 to fit the size
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xrlkit.checkpoint import load_tensors, save_tensors
+from xrlkit.checkpoint import file_sha256, load_tensors, save_tensors
 from xrlkit.games import resolve_game
 from xrlkit.references import REFERENCE_MODES, make_reference
 from xrlkit.registry import choose
@@ -113,15 +112,6 @@ def build_segmenter(backbone: str, n_outputs: int, weights: str = "none", head_c
         )
     _replace_first_conv(net, 4)
     return net
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (identifies the agent checkpoint a model explains)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def agent_identity(agent: Any, path: str | Path | None = None) -> dict[str, Any]:

@@ -35,12 +35,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from xrlkit.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from xrlkit.checkpoint import file_sha256, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from xrlkit.references import estimate_background
 from xrlkit.runtime import bf16_native
 from xrlkit.visionmask.data import StateDataset
 from xrlkit.visionmask.loss import mask_logits, ranking_loss, visionmask_loss
-from xrlkit.visionmask.model import VisionMask, file_sha256, load_visionmask
+from xrlkit.visionmask.model import VisionMask, load_visionmask
 
 TERMS = ("action", "complement", "area", "tv", "rank", "total")
 
