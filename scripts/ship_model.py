@@ -41,11 +41,10 @@ from pathlib import Path
 
 import torch
 
-from xrlkit.checkpoint import load_tensors, save_tensors
+from xrlkit.checkpoint import file_sha256, load_tensors, save_tensors
 from xrlkit.defaults import MODELS_DIR, ROLES, shipped
 from xrlkit.evaluation import evaluate
 from xrlkit.games import is_atari, resolve_game
-from xrlkit.checkpoint import file_sha256
 
 
 def _staging() -> Path:
