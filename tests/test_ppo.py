@@ -134,6 +134,28 @@ def test_sigint_saves_and_says_how_to_resume(tmp_path: Path) -> None:
     assert int(rows(tmp_path)[-1]["steps"]) == steps
 
 
+def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_one_frees_it(tmp_path: Path) -> None:
+    from xrlkit.runlog import LOCK_FILE, claim_out_dir
+
+    entry = Path(sys.executable).with_name("xrlkit")  # the console script, re-executed with tcmalloc where installed
+    args = ["train", "--game", "Breakout", "--frames", str(256 * 400), "--out", str(tmp_path), "--device", "cpu",
+            "--precision", "fp32", "--threads", "1", "--env-threads", "1", "--n-envs", "2", "--no-progress",
+            "--set", "n_steps=32", "--set", "batch_size=32", "--set", "n_epochs=1", "--eval-every", "0"]
+    proc = subprocess.Popen([str(entry), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(tmp_path / "metrics.csv", proc)
+        # after a re-exec the process keeps the entry point's name, so `pkill -f "xrlkit train"` finds it
+        assert b"xrlkit\x00train\x00" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        with pytest.raises(ValueError, match=f"in use by another xrlkit run \\(pid {proc.pid}\\).*kill -TERM {proc.pid}"):
+            claim_out_dir(tmp_path)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert claim_out_dir(tmp_path) == tmp_path  # the kernel dropped the killed run's lock
+    assert (tmp_path / LOCK_FILE).read_text() == str(os.getpid())
+    assert claim_out_dir(tmp_path) == tmp_path  # this process holds it: claiming again is a no-op
+
+
 def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     train("Breakout", total_frames=256, out_dir=out, runtime=runtime(), **TINY)

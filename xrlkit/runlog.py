@@ -3,12 +3,15 @@
 Every trainer writes ``metrics.csv`` (one row per logged step, fixed columns) and a
 ``resume.safetensors`` through these helpers, so a run killed at any moment (even by
 ``kill -9``) leaves a readable log and the last whole checkpoint, and a resumed run continues
-the log without a gap or a duplicate row (rows past the checkpoint are dropped on resume).
+the log without a gap or a duplicate row (rows past the checkpoint are dropped on resume). One
+run at a time writes a folder (:func:`claim_out_dir`): a second would interleave its rows and
+checkpoints with the first's.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
 import signal
 from pathlib import Path
@@ -123,6 +126,35 @@ def check_out_dir(out_dir: str | Path) -> Path:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out} ({err.strerror or err})") from err
+    return out
+
+
+#: the lock file a running command holds in its output folder (:func:`claim_out_dir`)
+LOCK_FILE = ".xrlkit.lock"
+_claimed: dict[Path, int] = {}  # folder -> the open, locked lock file of this process
+
+
+def claim_out_dir(out_dir: str | Path) -> Path:
+    """:func:`check_out_dir`, then hold an exclusive lock on it for the rest of this process, so
+    that a second command started on the same folder (a training run resumed while the first still
+    runs) stops with a ``ValueError`` naming the process that writes there, before it touches
+    anything. The kernel drops the lock when the process ends, however it ends (``kill -9``
+    too), so a stale lock never blocks a resume. Claiming a folder this process holds is a no-op."""
+    out = check_out_dir(out_dir)
+    key = out.resolve()
+    if key in _claimed:
+        return out
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ValueError(f"output folder {out} is in use by another xrlkit run (pid {holder}); wait for it to end "
+                         f"or stop it (kill -TERM {holder}: it saves a checkpoint), or give another folder") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _claimed[key] = fd
     return out
 
 

@@ -415,4 +415,8 @@ def reexec_with_allocator(allocator: str = "auto") -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "xrlkit.cli", *sys.argv[1:]], {**env, _REEXEC_FLAG: "1"})
+    # through the same entry point (the ``xrlkit`` script), so that ``ps`` and ``pkill -f "xrlkit train"``
+    # still find the command; ``python -m xrlkit.cli`` runs the module again
+    entry = sys.argv[0]
+    launch = [entry] if Path(entry).is_file() and not entry.endswith(".py") else ["-m", "xrlkit.cli"]
+    os.execve(sys.executable, [sys.executable, *launch, *sys.argv[1:]], {**env, _REEXEC_FLAG: "1"})

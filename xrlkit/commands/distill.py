@@ -46,12 +46,12 @@ def _run(args: argparse.Namespace) -> int:
     from xrlkit.agents.distill import DistillConfig, distill
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.games import resolve_game
-    from xrlkit.runlog import check_out_dir
+    from xrlkit.runlog import claim_out_dir
     from xrlkit.runtime import reexec_with_allocator, resolve_runtime
     from xrlkit.visionmask.model import agent_identity
 
     game = resolve_game(args.game)
-    check_out_dir(args.out)
+    claim_out_dir(args.out)
     reexec_with_allocator(args.allocator)
     rt = resolve_runtime(args.device, args.precision)
     teacher = load_any_agent(args.teacher, game=game, device=rt.device)

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from xrlkit.runlog import check_out_dir
+    from xrlkit.runlog import claim_out_dir
     from xrlkit.runtime import reexec_with_allocator, resolve_runtime
 
     if args.frames < 1:
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = parse_key_values(args.set, "--set")
     if args.init_from is not None and args.algo != "ppo":
         raise ValueError(f"--init-from applies to --algo ppo, not {args.algo}")
-    check_out_dir(args.out)
+    claim_out_dir(args.out)
     runtime = resolve_runtime(args.device, args.precision,
                               {"auto": None, "on": True, "off": False}[args.channels_last],
                               args.threads, args.env_threads, {"auto": None, "on": True, "off": False}[args.overlap])

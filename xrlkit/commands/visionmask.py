@@ -68,10 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _collect(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.defaults import model_path
-    from xrlkit.runlog import check_out_dir
+    from xrlkit.runlog import claim_out_dir
     from xrlkit.visionmask import agent_identity, collect_states
 
-    check_out_dir(args.out)
+    claim_out_dir(args.out)
     args.agent = model_path(args.agent, args.game, "expert")
     agent = load_any_agent(args.agent, game=args.game, device=args.device)
     out = collect_states(
@@ -86,10 +86,10 @@ def _collect(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import load_any_agent
     from xrlkit.defaults import model_path
-    from xrlkit.runlog import check_out_dir
+    from xrlkit.runlog import claim_out_dir
     from xrlkit.visionmask import StateDataset, TrainConfig, agent_identity, dataset_meta, train_visionmask
 
-    check_out_dir(args.out)
+    claim_out_dir(args.out)
     if getattr(args, "from_command_line", False):
         from xrlkit.runtime import reexec_with_allocator
 
