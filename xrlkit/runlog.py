@@ -129,31 +129,43 @@ def check_out_dir(out_dir: str | Path) -> Path:
     return out
 
 
-#: the lock file a running command holds in its output folder (:func:`claim_out_dir`)
-LOCK_FILE = ".xrlkit.lock"
-_claimed: dict[Path, int] = {}  # folder -> the open, locked lock file of this process
+_claimed: dict[Path, int] = {}  # folder -> this process's open, locked descriptor of it
+
+
+def _lock_holder(folder: Path) -> str:
+    """The pid holding an ``flock`` on ``folder``, read from Linux's ``/proc/locks``; ``"unknown"``
+    where that cannot be read."""
+    st = os.stat(folder)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == key:
+                return fields[4]
+    except OSError:
+        pass
+    return "unknown"
 
 
 def claim_out_dir(out_dir: str | Path) -> Path:
-    """:func:`check_out_dir`, then hold an exclusive lock on it for the rest of this process, so
-    that a second command started on the same folder (a training run resumed while the first still
-    runs) stops with a ``ValueError`` naming the process that writes there, before it touches
-    anything. The kernel drops the lock when the process ends, however it ends (``kill -9``
-    too), so a stale lock never blocks a resume. Claiming a folder this process holds is a no-op."""
+    """:func:`check_out_dir`, then hold an exclusive lock on the folder itself for the rest of this
+    process, so that a second command started on the same folder (a training run resumed while the
+    first still runs) stops with a ``ValueError`` naming the process that writes there, before it
+    touches anything. Nothing is written into the folder, and the kernel drops the lock when the
+    process ends, however it ends (``kill -9`` too), so a stale lock never blocks a resume.
+    Claiming a folder this process holds is a no-op."""
     out = check_out_dir(out_dir)
     key = out.resolve()
     if key in _claimed:
         return out
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(out, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
         os.close(fd)
+        holder = _lock_holder(out)
         raise ValueError(f"output folder {out} is in use by another xrlkit run (pid {holder}); wait for it to end "
                          f"or stop it (kill -TERM {holder}: it saves a checkpoint), or give another folder") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
     _claimed[key] = fd
     return out
 
