@@ -155,6 +155,19 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_one_frees_it(tmp_
     assert claim_out_dir(tmp_path) == tmp_path  # this process holds it: claiming again is a no-op
 
 
+def test_without_flock_a_folder_is_checked_and_a_warning_says_it_is_not_locked(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from xrlkit import runlog
+
+    monkeypatch.setattr(runlog, "fcntl", None)  # as on Windows, which has no fcntl module
+    with pytest.warns(RuntimeWarning, match="no flock.*not locked"):
+        assert runlog.claim_out_dir(tmp_path / "run") == tmp_path / "run"
+    assert (tmp_path / "run").is_dir()
+    with pytest.raises(ValueError, match="is a file"):  # the checks still run
+        (tmp_path / "file").write_text("")
+        runlog.claim_out_dir(tmp_path / "file")
+
+
 def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     train("Breakout", total_frames=256, out_dir=out, runtime=runtime(), **TINY)

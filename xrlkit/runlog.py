@@ -11,9 +11,9 @@ checkpoints with the first's.
 from __future__ import annotations
 
 import csv
-import fcntl
 import os
 import signal
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Any, Iterator, Sequence
@@ -21,6 +21,11 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from xrlkit.checkpoint import read_meta, save_tensors
+
+try:  # POSIX (Linux, macOS); Windows has no flock, and there claim_out_dir warns instead of locking
+    import fcntl
+except ImportError:  # pragma: no cover - exercised by monkeypatching in tests/test_ppo.py
+    fcntl = None  # type: ignore[assignment]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -129,7 +134,7 @@ def check_out_dir(out_dir: str | Path) -> Path:
     return out
 
 
-_claimed: dict[Path, int] = {}  # folder -> this process's open, locked descriptor of it
+_claimed: dict[Path, int] = {}  # folder -> this process's open, locked descriptor of it (-1: no flock here)
 
 
 def _lock_holder(folder: Path) -> str:
@@ -153,10 +158,16 @@ def claim_out_dir(out_dir: str | Path) -> Path:
     first still runs) stops with a ``ValueError`` naming the process that writes there, before it
     touches anything. Nothing is written into the folder, and the kernel drops the lock when the
     process ends, however it ends (``kill -9`` too), so a stale lock never blocks a resume.
-    Claiming a folder this process holds is a no-op."""
+    Claiming a folder this process holds is a no-op. Where the OS has no ``flock`` (Windows) the
+    folder is checked but not locked, with a ``RuntimeWarning`` saying so."""
     out = check_out_dir(out_dir)
     key = out.resolve()
     if key in _claimed:
+        return out
+    if fcntl is None:
+        warnings.warn(f"this OS has no flock: {out} is not locked, so make sure no other xrlkit run writes there",
+                      RuntimeWarning, stacklevel=2)
+        _claimed[key] = -1
         return out
     fd = os.open(out, os.O_RDONLY)
     try:
