@@ -13,9 +13,10 @@ Each epoch ends with a validation pass; ``out_dir`` then holds
 
 Training stops early after ``patience`` epochs without a better validation loss (the training
 loss is used when there is no validation split). Calling :func:`train_visionmask` again on the
-same ``out_dir`` with the same settings resumes after the last finished epoch. ``init_from`` starts
-the network from another VisionMask's weights (same game, actions, backbone and head; the reference
-image is this run's), e.g. the explainer of the agent that this agent was fine-tuned from: masks
+same ``out_dir`` with the same settings resumes after the last finished epoch; only the stopping rule
+(``epochs``, ``patience``) may change, e.g. to carry on a run that early stopping ended on a noisy
+validation curve. ``init_from`` starts the network from another VisionMask's weights (same game,
+actions, backbone and head; the reference image is this run's), e.g. the explainer of the agent that this agent was fine-tuned from: masks
 for a slightly changed policy need a few epochs, not a whole training. With ``amp`` the
 forward passes run under bfloat16 autocast where that is fast: on CUDA, and on a CPU with native
 bf16 (:func:`xrlkit.runtime.bf16_native`; elsewhere bf16 on a CPU is many times slower, so it stays
@@ -151,7 +152,8 @@ def train_visionmask(
         model.net.load_state_dict(parent.net.state_dict())
         parent_id = {"file": Path(init_from).name, "sha256": file_sha256(init_from)}
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    settings = {k: v for k, v in asdict(cfg).items() if k != "epochs"}
+    stopping_rule = ("epochs", "patience")  # what a resumed run may change
+    settings = {k: v for k, v in asdict(cfg).items() if k not in stopping_rule}
     if parent_id:
         settings["init_from"] = parent_id
 
@@ -160,7 +162,7 @@ def train_visionmask(
     trainer_path = out / "last-trainer.safetensors"
     if trainer_path.exists():
         opt_tensors, tmeta = load_tensors(trainer_path)
-        if tmeta.get("settings") != settings:
+        if {k: v for k, v in tmeta.get("settings", {}).items() if k not in stopping_rule} != settings:
             raise ValueError(f"{out} holds a run with other settings; use a new out_dir to start over")
         model.load_state_dict(load_visionmask(out / "last.safetensors").state_dict())
         restore_optimizer(opt, {k: v.to(device) for k, v in opt_tensors.items()})
