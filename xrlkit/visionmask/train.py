@@ -16,10 +16,10 @@ loss is used when there is no validation split). Calling :func:`train_visionmask
 same ``out_dir`` with the same settings resumes after the last finished epoch; only the stopping rule
 (``epochs``, ``patience``) may change, e.g. to carry on a run that early stopping ended on a noisy
 validation curve. ``init_from`` starts the network from another VisionMask's weights (same game,
-actions, backbone and head; the reference image is this run's), e.g. the explainer of the agent that this agent was fine-tuned from: masks
-for a slightly changed policy need a few epochs, not a whole training. With ``amp`` the
-forward passes run under bfloat16 autocast where that is fast: on CUDA, and on a CPU with native
-bf16 (:func:`xrlkit.runtime.bf16_native`; elsewhere bf16 on a CPU is many times slower, so it stays
+actions, backbone and head; the reference image is this run's), e.g. the explainer of the agent that
+this agent was fine-tuned from: masks for a slightly changed policy need a few epochs, not a whole
+training. With ``amp`` the forward passes run under bfloat16 autocast where that is fast: on CUDA,
+and on a CPU with native bf16 (:func:`xrlkit.runtime.bf16_native`; elsewhere bf16 on a CPU is many times slower, so it stays
 off). On CUDA larger batches are worth setting.
 """
 
@@ -106,6 +106,11 @@ def batch_loss(model: VisionMask, agent: Any, states: torch.Tensor, actions: tor
     )
 
 
+def _fixed_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the stopping rule (``epochs``, ``patience``), which a resumed run may change."""
+    return {k: v for k, v in settings.items() if k not in ("epochs", "patience")}
+
+
 def train_visionmask(
     agent: Any,
     train_data: StateDataset,
@@ -152,8 +157,7 @@ def train_visionmask(
         model.net.load_state_dict(parent.net.state_dict())
         parent_id = {"file": Path(init_from).name, "sha256": file_sha256(init_from)}
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stopping_rule = ("epochs", "patience")  # what a resumed run may change
-    settings = {k: v for k, v in asdict(cfg).items() if k not in stopping_rule}
+    settings = _fixed_settings(asdict(cfg))
     if parent_id:
         settings["init_from"] = parent_id
 
@@ -162,7 +166,7 @@ def train_visionmask(
     trainer_path = out / "last-trainer.safetensors"
     if trainer_path.exists():
         opt_tensors, tmeta = load_tensors(trainer_path)
-        if {k: v for k, v in tmeta.get("settings", {}).items() if k not in stopping_rule} != settings:
+        if _fixed_settings(tmeta.get("settings", {})) != settings:
             raise ValueError(f"{out} holds a run with other settings; use a new out_dir to start over")
         model.load_state_dict(load_visionmask(out / "last.safetensors").state_dict())
         restore_optimizer(opt, {k: v.to(device) for k, v in opt_tensors.items()})
