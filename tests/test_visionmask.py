@@ -20,7 +20,7 @@ from xrlkit.visionmask import (
     masked_inputs, train_visionmask, visionmask_loss,
 )
 from xrlkit.visionmask.loss import ranking_loss, soft_top
-from xrlkit.visionmask.train import batch_loss, freeze_agent
+from xrlkit.visionmask.train import batch_loss, freeze_agent, recompute_batchnorm
 
 torch.set_num_threads(1)
 
@@ -346,6 +346,26 @@ def test_train_writes_checkpoints_and_resumes(dataset_dir: Path, agent: QAgent, 
     assert [h["epoch"] for h in history3] == [1, 2, 3] and history3[:2] == history
     with pytest.raises(ValueError, match="other settings"):
         train_visionmask(agent, train, val, tmp_path, TrainConfig(epochs=4, batch_size=8), progress=False)
+
+
+def test_batchnorm_statistics_are_re_estimated_on_training_states(dataset_dir: Path, tiny_agent: QAgent) -> None:
+    """Re-estimated on the whole split as one batch, every batch norm holds that batch's
+    per-channel mean and (unbiased) variance of its input, and the model stays in eval mode."""
+    train = StateDataset(dataset_dir, "train")
+    torch.manual_seed(0)
+    model = VisionMask(tiny_agent.n_actions, head_channels=16).eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.running_mean.add_(3.0)  # stale statistics
+    inputs: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda _, x: inputs.append(x[0].detach().clone())) for m in norms]
+    recompute_batchnorm(model, train, 1, TrainConfig(batch_size=len(train), amp=False))
+    for h in hooks:
+        h.remove()
+    assert not model.training and len(inputs) == len(norms)
+    for m, x in zip(norms, inputs):
+        torch.testing.assert_close(m.running_mean, x.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(m.running_var, x.transpose(0, 1).flatten(1).var(dim=1), rtol=1e-3, atol=1e-5)
 
 
 def test_init_from_starts_from_another_explainers_weights(dataset_dir: Path, agent: QAgent, tmp_path: Path) -> None:

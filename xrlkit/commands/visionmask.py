@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lambda-rank", type=float, default=0.0, help="weight of xrlkit's ranking term (not in the paper; "
                    "asks the top 5-50%% of mask a* to keep / remove the action, as insertion / deletion score it)")
     p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--bn-batches", type=int, default=50, help="training batches the batch-norm statistics are "
+                   "re-estimated on after each epoch, before validation (0 = keep the running statistics)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast (default: on CUDA and on CPUs with native bf16)")
     p.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
     p.add_argument("--init-from", default=None, metavar="VISIONMASK",
@@ -101,7 +103,7 @@ def _train(args: argparse.Namespace) -> int:
         backbone=args.backbone, backbone_weights=args.backbone_weights, head_channels=args.head_channels, reference=args.reference, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, lambda_e=args.lambda_e,
         lambda_area=args.lambda_area, target_area=args.target_area, lambda_tv=args.lambda_tv, lambda_rank=args.lambda_rank,
-        patience=args.patience,
+        patience=args.patience, bn_batches=args.bn_batches,
         amp=not args.no_amp, seed=args.seed, max_batches=args.max_batches,
     )
     train = StateDataset(args.data, "train", agent=agent)
