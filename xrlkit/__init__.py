@@ -13,4 +13,8 @@ with contextlib.redirect_stderr(io.StringIO()):
     except ImportError:
         pass
 
+from xrlkit.runtime import flush_denormals
+
+flush_denormals()  # before torch starts its worker threads, which inherit the mode (see xrlkit.runtime)
+
 __version__ = "0.1.0"
