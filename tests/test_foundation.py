@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -182,6 +184,25 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path, breakout_states):
         load_agent(corrupt)
     with pytest.raises(FileNotFoundError):
         load_agent(tmp_path / "missing.safetensors")
+
+
+def test_a_write_killed_midway_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    """``save_tensors`` writes beside the file and renames: a write that dies halfway leaves the
+    old file whole and no temporary file behind."""
+    import xrlkit.checkpoint as ck
+
+    path = ck.save_tensors(tmp_path / "w.safetensors", {"w": torch.ones(3)}, {"step": 1})
+
+    def dies_halfway(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a header")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ck, "save_file", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_tensors(path, {"w": torch.zeros(3)}, {"step": 2})
+    tensors, meta = ck.load_tensors(path)
+    assert meta["step"] == 1 and torch.equal(tensors["w"], torch.ones(3))
+    assert [f.name for f in tmp_path.iterdir()] == ["w.safetensors"]
 
 
 def test_int8_storage_keeps_each_weight_within_half_a_step_of_its_group_scale(tmp_path):

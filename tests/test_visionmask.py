@@ -469,7 +469,7 @@ def test_counterfactual_chart_shows_the_removal_its_title_names(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------- CLI
-def test_cli_collect_train_explain(tiny_agent: QAgent, tmp_path: Path) -> None:
+def test_cli_collect_train_recalibrate_explain(tiny_agent: QAgent, tmp_path: Path) -> None:
     from xrlkit.cli import main
 
     agent_path = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout")
@@ -483,6 +483,17 @@ def test_cli_collect_train_explain(tiny_agent: QAgent, tmp_path: Path) -> None:
     assert main(["visionmask", "explain", "--model", str(out / "best.safetensors"), "--data", str(data),
                  "--out", str(png), "--n", "2"]) == 0
     assert png.stat().st_size > 0
-    six = QAgent(6, QNetConfig(encoder="nature"), seed=0)
-    bad = save_agent(six, tmp_path / "six.safetensors", game="Breakout")
+    recal = tmp_path / "recal.safetensors"
+    assert main(["visionmask", "recalibrate", "--model", str(out / "best.safetensors"), "--data", str(data),
+                 "--agent", str(agent_path), "--out", str(recal), "--batches", "3"]) == 0
+    before, after = load_visionmask(out / "best.safetensors"), load_visionmask(recal)
+    assert after.checkpoint_meta["batchnorm_reestimated"]["batches"] == 3 and after.checkpoint_meta["epoch"] == 1
+    assert after.checkpoint_meta["batchnorm_reestimated"]["score_before"] == before.checkpoint_meta["score"]
+    stats = [n for n, _ in before.net.named_buffers() if n.endswith("running_mean")]
+    assert not all(torch.equal(before.net.get_buffer(n), after.net.get_buffer(n)) for n in stats)
+    assert main(["visionmask", "recalibrate", "--model", str(recal), "--data", str(data), "--agent", str(agent_path),
+                 "--out", str(tmp_path), "--batches", "3"]) == 2  # a folder, not a file
+    bad = save_agent(QAgent(6, QNetConfig(encoder="nature"), seed=0), tmp_path / "six.safetensors", game="Breakout")
+    assert main(["visionmask", "recalibrate", "--model", str(recal), "--data", str(data), "--agent", str(bad),
+                 "--out", str(tmp_path / "r2.safetensors")]) == 2  # another action count
     assert main(["visionmask", "train", "--data", str(data), "--agent", str(bad), "--out", str(tmp_path / "x")]) == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shlex
 import sys
@@ -72,12 +73,18 @@ def file_sha256(path: str | Path) -> str:
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write ``tensors`` and the JSON-serialisable ``meta`` to one safetensors file."""
+    """Write ``tensors`` and the JSON-serialisable ``meta`` to one safetensors file, atomically:
+    into a temporary file beside it, then renamed over it, so a kill mid-write leaves the old file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "versions": meta.get("versions", library_versions())}
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(cpu, str(path), metadata={META_KEY: json.dumps(meta)})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(cpu, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

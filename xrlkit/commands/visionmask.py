@@ -1,4 +1,5 @@
-"""``xrlkit visionmask {collect,train,explain}``: VisionMask datasets, training and figures."""
+"""``xrlkit visionmask {collect,train,recalibrate,explain}``: VisionMask datasets, training, batch-norm
+statistics and figures."""
 
 from __future__ import annotations
 
@@ -55,6 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "explainer of the agent this agent was fine-tuned from")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("recalibrate", help="re-estimate a VisionMask's batch-norm statistics on training states "
+                       "(what 'train' does after every epoch; for checkpoints made before it did)")
+    p.add_argument("--model", required=True, help="VisionMask checkpoint")
+    p.add_argument("--data", required=True, help="dataset directory from 'collect' of the same game: statistics from its "
+                   "training split, the validation loss before and after on its validation split")
+    p.add_argument("--agent", required=True, help="the agent the model explains (checkpoint or 'shipped'), for the validation loss")
+    p.add_argument("--out", required=True, help="the new checkpoint (.safetensors)")
+    p.add_argument("--batches", type=int, default=50, help="batches of the model's training batch size")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_recalibrate)
 
     p = sub.add_parser("explain", help="figure: frames and every action's mask")
     p.add_argument("--model", required=True, help="VisionMask checkpoint (e.g. OUT/best.safetensors)")
@@ -113,6 +125,47 @@ def _train(args: argparse.Namespace) -> int:
     last = history[-1] if history else {}
     print(f"{len(history)} epochs; last: " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
     print(f"best explainer: {Path(args.out) / 'best.safetensors'}")
+    return 0
+
+
+def _recalibrate(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from torch.utils.data import DataLoader
+
+    from xrlkit.agents.load import load_any_agent
+    from xrlkit.defaults import model_path
+    from xrlkit.runlog import check_out_file
+    from xrlkit.visionmask import StateDataset, TrainConfig, evaluate_loss, freeze_agent, load_visionmask
+    from xrlkit.visionmask.train import recompute_batchnorm
+
+    out = check_out_file(args.out)
+    if args.batches < 1:
+        raise ValueError(f"--batches must be >= 1, got {args.batches}")
+    model = load_visionmask(args.model, device=args.device)
+    train, val = StateDataset(args.data, "train"), StateDataset(args.data, "val")
+    if train.meta.get("game") != model.game or int(train.meta["n_actions"]) != model.n_actions:
+        raise ValueError(f"{args.data} holds {train.meta.get('game')} states ({train.meta['n_actions']} actions); "
+                         f"{args.model} explains {model.game} ({model.n_actions} actions)")
+    if len(train) < 2:
+        raise ValueError(f"{args.data} has {len(train)} training states; batch norm needs at least 2")
+    agent = load_any_agent(model_path(args.agent, model.game, "expert"), game=model.game, device=args.device)
+    model.check_agent(agent)
+    freeze_agent(agent)
+    meta = model.checkpoint_meta  # type: ignore[attr-defined]
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in meta.get("train_config", {}).items() if k in names})
+    loader = DataLoader(val if len(val) else train, batch_size=cfg.batch_size)
+    before = evaluate_loss(model, agent, loader, cfg)["total"]
+    recompute_batchnorm(model, train, args.batches, cfg)
+    after = evaluate_loss(model, agent, loader, cfg)["total"]
+    kept = {k: v for k, v in meta.items() if k not in model.meta()}
+    batchnorm = {"data": str(args.data), "collected_from": train.meta.get("agent"), "batches": args.batches,
+                 "batch_size": cfg.batch_size, "from": Path(args.model).name, "score_before": before}
+    model.save(out, **{**kept, "score": after, "batchnorm_reestimated": batchnorm})
+    split = "validation" if len(val) else "training"
+    print(f"batch-norm statistics re-estimated on {min(args.batches * cfg.batch_size, len(train))} training states; "
+          f"{split} loss {before:.4f} -> {after:.4f}; written to {out}")
     return 0
 
 
