@@ -21,8 +21,8 @@ validation curve. ``init_from`` starts the network from another VisionMask's wei
 actions, backbone and head; the reference image is this run's), e.g. the explainer of the agent that
 this agent was fine-tuned from: masks for a slightly changed policy need a few epochs, not a whole
 training. With ``amp`` the forward passes run under bfloat16 autocast where that is fast: on CUDA,
-and on a CPU with native bf16 (:func:`xrlkit.runtime.bf16_native`; elsewhere bf16 on a CPU is many times slower, so it stays
-off). On CUDA larger batches are worth setting.
+and on a CPU with native bf16 (:func:`xrlkit.runtime.bf16_native`; elsewhere bf16 on a CPU is many
+times slower, so it stays off). On CUDA larger batches are worth setting.
 """
 
 from __future__ import annotations
@@ -124,9 +124,11 @@ def recompute_batchnorm(model: VisionMask, data: StateDataset, batches: int, cfg
     if batches < 1:
         return
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=len(data) > cfg.batch_size)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                        drop_last=len(data) > cfg.batch_size)
     states = (b["state"] for b, _ in zip(loader, range(batches)))
-    with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=amp_enabled(cfg.amp, model.device)):
+    amp = amp_enabled(cfg.amp, model.device)
+    with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=amp):
         update_bn(states, model, model.device)
 
 
