@@ -14,6 +14,10 @@ this process runs with (preload tcmalloc to time the runtime's choice) and how m
 a state than each other explainer, measured in the same run. Untrained weights do not change
 the cost.
 
+``visionmask-denormals-kept`` (CPU) is VisionMask again with denormal floats computed, not flushed to
+zero as importing xrlkit sets (:func:`xrlkit.runtime.flush_denormals`; one thread, so this thread's
+mode is the one that counts).
+
 ``captum-lime`` is captum's ``Lime`` with the same cells, samples, kernel and ridge surrogate as
 xrlkit's ``lime``, timed beside it: the reason xrlkit's LIME is its own batched code.
 """
@@ -74,6 +78,13 @@ class CaptumLime:
         return reduce_frames(attr)
 
 
+def shipped_visionmask(device: torch.device):
+    """The shipped Breakout VisionMask as an explainer (a trained model needs the agent it was
+    trained against; its cost is its own network's)."""
+    expert = load_any_agent(shipped("Breakout", "expert"), game="Breakout", device=device)
+    return make_explainer("visionmask", expert, model=load_visionmask(shipped("Breakout", "visionmask"), expert, device))
+
+
 def time_in_both_layouts(explainer, agent: torch.nn.Module, states: torch.Tensor, actions: torch.Tensor,
                          reps: int, device: torch.device) -> dict[str, float]:
     """Seconds per state with ``agent``'s weights as loaded and in channels_last (restored after)."""
@@ -93,10 +104,8 @@ def bench(device: torch.device, batch: int, reps: int, note: str) -> dict:
     results = {}
     for name in EXPLAINERS:
         agent = agents["ife" if name == "ife" else "nature"]
-        if name == "visionmask":  # a trained model needs the agent it was trained against; its cost is its own
-            expert = load_any_agent(shipped("Breakout", "expert"), game="Breakout", device=device)
-            explainer = make_explainer(name, expert, model=load_visionmask(shipped("Breakout", "visionmask"), expert, device))
-            layouts = {"inference copy": time_explainer(explainer, states, actions, reps, device)}
+        if name == "visionmask":
+            layouts = {"inference copy": time_explainer(shipped_visionmask(device), states, actions, reps, device)}
         elif name == "random":
             layouts = {"none": time_explainer(make_explainer(name, agent), states, actions, reps, device)}
         else:
@@ -106,6 +115,14 @@ def bench(device: torch.device, batch: int, reps: int, note: str) -> dict:
                          "seconds_per_state_by_layout": {k: round(v, 6) for k, v in layouts.items()},
                          "agent_encoder": {"ife": "ife", "visionmask": "shipped Breakout VisionMask"}.get(name, "nature")}
         print(f"{device.type:5s} {name:10s} {sec * 1e3:10.2f} ms/state ({layout})", flush=True)
+    if device.type == "cpu":  # what flushing denormals to zero (xrlkit.runtime.flush_denormals) saves VisionMask
+        torch.set_flush_denormal(False)
+        try:
+            sec = time_explainer(shipped_visionmask(device), states, actions, reps, device)
+        finally:
+            torch.set_flush_denormal(True)
+        results["visionmask-denormals-kept"] = {"seconds_per_state": round(sec, 6), "agent_encoder": "shipped Breakout VisionMask"}
+        print(f"{device.type:5s} visionmask with denormals kept {sec * 1e3:9.2f} ms/state", flush=True)
     sec = time_explainer(CaptumLime(agents["nature"]), states, actions, reps, device)
     results["captum-lime"] = {"seconds_per_state": round(sec, 6), "agent_encoder": "nature"}
     print(f"{device.type:5s} captum-lime {sec * 1e3:9.2f} ms/state", flush=True)
