@@ -70,7 +70,7 @@ class TrainConfig:
     bn_batches: int = 50  # training batches the batch-norm statistics are re-estimated on each epoch; 0 = off
     amp: bool = True
     seed: int = 0
-    max_batches: int | None = None  # per epoch and split; None = all (for smoke runs)
+    max_batches: int | None = None  # per epoch and split, and of the batch-norm pass; None = all (for smoke runs)
 
 
 def freeze_agent(agent: Any) -> list[nn.Parameter]:
@@ -230,7 +230,7 @@ def train_visionmask(
             n_seen += len(states)
             bar.set_postfix(loss=f"{terms['total'].item():.4f}")
         train_time = time.perf_counter() - t0
-        recompute_batchnorm(model, train_data, cfg.bn_batches, cfg)
+        recompute_batchnorm(model, train_data, min(cfg.bn_batches, cfg.max_batches or cfg.bn_batches), cfg)
         record: dict[str, Any] = {"epoch": epoch + 1, **{f"train_{k}": sums[k] / max(n_seen, 1) for k in TERMS}}
         if val_loader is not None:
             record.update({f"val_{k}": v for k, v in evaluate_loss(model, agent, val_loader, cfg).items()})
