@@ -29,7 +29,8 @@ the measurements on the machine you have):
 * **denormals**: flushed to zero (:func:`flush_denormals`, called when ``xrlkit`` is imported).
   A VisionMask's unused channels carry activations below 1.2e-38 (12-14% of the 960-channel
   layers of the shipped Breakout explainer), which x86 CPUs compute in microcode: its fp32
-  masks took 4.3x longer (464 against 107 ms for 8 states, one thread, Sapphire Rapids).
+  masks took 4.3x longer (464 against 107 ms for 8 states, one thread, Sapphire Rapids; 2.2-3.0x in
+  ``benchmarks/bench_explainers.py``).
 """
 
 from __future__ import annotations
