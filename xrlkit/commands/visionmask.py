@@ -129,15 +129,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _recalibrate(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
     from torch.utils.data import DataLoader
 
     from xrlkit.agents.load import load_any_agent
     from xrlkit.defaults import model_path
     from xrlkit.runlog import check_out_file
-    from xrlkit.visionmask import StateDataset, TrainConfig, evaluate_loss, freeze_agent, load_visionmask
-    from xrlkit.visionmask.train import recompute_batchnorm
+    from xrlkit.visionmask import StateDataset, evaluate_loss, freeze_agent, load_visionmask
+    from xrlkit.visionmask.train import recompute_batchnorm, stored_config
 
     out = check_out_file(args.out)
     if args.batches < 1:
@@ -153,9 +151,9 @@ def _recalibrate(args: argparse.Namespace) -> int:
     model.check_agent(agent)
     freeze_agent(agent)
     meta = model.checkpoint_meta  # type: ignore[attr-defined]
-    names = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in meta.get("train_config", {}).items() if k in names})
-    loader = DataLoader(val if len(val) else train, batch_size=cfg.batch_size)
+    cfg = stored_config(meta)
+    split, scored = ("validation", val) if len(val) else ("training", train)
+    loader = DataLoader(scored, batch_size=cfg.batch_size)
     before = evaluate_loss(model, agent, loader, cfg)["total"]
     recompute_batchnorm(model, train, args.batches, cfg)
     after = evaluate_loss(model, agent, loader, cfg)["total"]
@@ -163,7 +161,6 @@ def _recalibrate(args: argparse.Namespace) -> int:
     batchnorm = {"data": str(args.data), "collected_from": train.meta.get("agent"), "batches": args.batches,
                  "batch_size": cfg.batch_size, "from": Path(args.model).name, "score_before": before}
     model.save(out, **{**kept, "score": after, "batchnorm_reestimated": batchnorm})
-    split = "validation" if len(val) else "training"
     print(f"batch-norm statistics re-estimated on {min(args.batches * cfg.batch_size, len(train))} training states; "
           f"{split} loss {before:.4f} -> {after:.4f}; written to {out}")
     return 0

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +98,23 @@ def amp_enabled(amp: bool, device: torch.device) -> bool:
     return amp and (device.type == "cuda" or (device.type == "cpu" and bf16_native()))
 
 
+def forward_autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """The autocast of the trainer's forward passes on ``device``: bfloat16 where
+    :func:`amp_enabled`, else off."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_enabled(cfg.amp, device))
+
+
+def stored_config(meta: dict[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` a VisionMask checkpoint's metadata records (``train_config``, written
+    by :func:`train_visionmask`); settings this version does not know are dropped, missing ones
+    take their defaults."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in meta.get("train_config", {}).items() if k in names})
+
+
 def batch_loss(model: VisionMask, agent: Any, states: torch.Tensor, actions: torch.Tensor, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """Loss terms of one batch ``states uint8 [B, 4, 84, 84]``, ``actions int64 [B]``."""
-    with torch.autocast(device_type=states.device.type, dtype=torch.bfloat16, enabled=amp_enabled(cfg.amp, states.device)):
+    with forward_autocast(cfg, states.device):
         masks = model(states)
         reference = model.reference(states)
         logits, logits_bar = mask_logits(agent, states, masks, reference)
@@ -127,8 +141,7 @@ def recompute_batchnorm(model: VisionMask, data: StateDataset, batches: int, cfg
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                         drop_last=len(data) > cfg.batch_size)
     states = (b["state"] for b, _ in zip(loader, range(batches)))
-    amp = amp_enabled(cfg.amp, model.device)
-    with torch.autocast(device_type=model.device.type, dtype=torch.bfloat16, enabled=amp):
+    with forward_autocast(cfg, model.device):
         update_bn(states, model, model.device)
 
 
