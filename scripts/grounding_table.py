@@ -8,7 +8,7 @@ with 95% bootstrap intervals and a paired comparison with a random map (chance).
 the objects in all four stacked frames (a map may rightly point at where the ball was):
 
 * the own attention of each shipped agent that has one (roles ``ife``, ``nature-attention``; action
-  independent), named ``IFE attention (ORIGIN)`` and ``CNN-att. attention (ORIGIN)``;
+  independent), named ``IFE attention (ORIGIN)`` (:func:`~xrlkit.agents.load.agent_origin`) and ``CNN-att. attention (ORIGIN)``;
 * every post-hoc explainer of the shipped expert, and its VisionMask, for the expert's preferred
   action.
 
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from xrlkit import plotting  # noqa: E402
 from xrlkit.agents.base import greedy_actions  # noqa: E402
-from xrlkit.agents.load import load_any_agent  # noqa: E402
+from xrlkit.agents.load import agent_origin, load_any_agent  # noqa: E402
 from xrlkit.commands.evaluate_explainers import DEFAULT_EXPLAINERS, build_explainers  # noqa: E402
 from xrlkit.defaults import shipped, shipped_models  # noqa: E402
 from xrlkit.explainers import make_explainer  # noqa: E402
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in shipped_models():
             if entry["game"] == game and entry["role"] in ATTENTION_ROLES:
                 agent = load_any_agent(shipped(game, entry["role"]), game=game)
-                name = f"{ATTENTION_ROLES[entry['role']]} attention ({entry.get('origin', 'rl')})"
+                name = f"{ATTENTION_ROLES[entry['role']]} attention ({agent_origin(entry)})"
                 maps[name] = explain_all(make_explainer("ife", agent), states, np.zeros(len(states), dtype=np.int64))
         expert = load_any_agent(shipped(game, "expert"), game=game)
         actions = greedy_actions(expert, states)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,3 +48,12 @@ def agent_protocol(agent: Agent) -> str:
     from xrlkit.agents.sb3 import SB3Agent
 
     return "rlzoo" if isinstance(agent, SB3Agent) else "ifepaper"
+
+
+def agent_origin(meta: Mapping[str, Any]) -> str:
+    """How an agent learnt, from its checkpoint metadata or manifest entry: ``"distilled"`` (imitated
+    a teacher, ``xrlkit distill``), ``"distilled+RL"`` (a student fine-tuned by reward: a PPO run
+    started from it, ``xrlkit train --init-from``) or ``"RL"``."""
+    if meta.get("origin") == "distilled":
+        return "distilled"
+    return "distilled+RL" if (meta.get("init_from") or {}).get("origin") == "distilled" else "RL"

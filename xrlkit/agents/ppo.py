@@ -25,6 +25,15 @@ another machine, without the run folder it was made in. Only the weights carry o
 the learning-rate and clip schedules and the frame counter start afresh (the first updates may
 shake the policy a little while Adam's moments warm up). The agent records where it started
 (``init_from``: file, SHA-256, frames) and counts its ``frames`` as the parent's plus this run's.
+A distilled student (``xrlkit distill``) can start a run too, to be fine-tuned by reward: its value
+head was never trained, so advantages computed from it are noise that would undo what distillation
+taught. ``critic_warmup_iterations`` first trains the value head alone (a linear read-out of the
+frozen features) on the student's own rollouts; those iterations count in the frame budget and the
+schedules like any other. Reward alone may still pull a student away from what it imitated before
+its value estimates are good (a Breakout student fell from ~180 to ~75 points in 600k frames), so a
+``teacher`` can stay in the loss: kickstarting (Schmitt et al., 2018, arXiv 1803.03835) adds
+``kickstart_coef`` x the cross-entropy from the teacher's action distribution to the policy's, on
+the minibatch states, to the PPO loss.
 
 Compute choices (precision, channels_last, threads per phase, allocator) come from a
 :class:`xrlkit.runtime.Runtime`.
@@ -53,6 +62,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from xrlkit.agents.base import ACT_MODES
+from xrlkit.agents.distill import distillation_loss
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.policy import PolicyAgent, PolicyConfig, warm_start
 from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
@@ -97,6 +107,12 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     norm_adv: bool = True
     """normalise advantages per minibatch"""
+    critic_warmup_iterations: int = 0
+    """first iterations that train the value head alone (the rest frozen, no policy or entropy loss):
+    for a run started from a distilled student, whose value head was never trained"""
+    kickstart_coef: float = 0.0
+    """weight of the cross-entropy from a teacher's action distribution to the policy's on each
+    minibatch (kickstarting; needs ``teacher``)"""
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,6 +121,8 @@ class PPOConfig:
             (self.lr > 0 and self.adam_eps > 0, "lr and adam_eps must be > 0"),
             (0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]"),
             (self.clip_coef > 0 and self.max_grad_norm > 0, "clip_coef and max_grad_norm must be > 0"),
+            (self.critic_warmup_iterations >= 0, "critic_warmup_iterations must be >= 0"),
+            (self.kickstart_coef >= 0, "kickstart_coef must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -121,7 +139,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 METRIC_COLUMNS = ("frames", "steps", "iteration", "train_return_recent", "train_games", "lr", "clip",
                   "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
-                  "steps_per_s", "rollout_s", "update_s", "eval_mean", "eval_hns", "eval_episodes", "elapsed_s")
+                  "steps_per_s", "rollout_s", "update_s", "eval_mean", "eval_hns", "eval_episodes", "elapsed_s",
+                  "teacher_ce")
 
 
 def make_config(preset: str = "atari", **overrides: Any) -> PPOConfig:
@@ -170,6 +189,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     init_from: str | Path | None = None,
+    teacher: str | Path | None = None,
     **overrides: Any,
 ) -> Path:
     """Train a PPO agent on ``game``; returns ``out_dir/agent.safetensors``.
@@ -184,7 +204,9 @@ def train(
     ``ValueError`` before anything is written. ``resume=False`` starts afresh and replaces the
     folder's run files. Ctrl-C or SIGTERM saves a checkpoint and raises
     :class:`~xrlkit.runlog.TrainingInterrupted`. ``init_from``: start from the weights of that
-    agent file (see :func:`warm_start`); a resume must name the same file.
+    agent file (see :func:`warm_start`); a resume must name the same file. ``teacher``: an agent
+    file of the same game whose action distribution the policy is kept near with weight
+    ``kickstart_coef`` (both or neither must be given); it too must stay the same on a resume.
     """
     # ---- check everything before any work ----
     game = resolve_game(game)
@@ -198,12 +220,21 @@ def train(
     choose("eval_act_mode", eval_act_mode, ACT_MODES)
     cfg = make_config(preset, **overrides)
     parent, parent_id = warm_start(init_from, game, encoder, proto.name) if init_from is not None else (None, None)
+    if (teacher is None) != (cfg.kickstart_coef == 0):
+        raise ValueError("kickstarting needs both a teacher (--teacher) and kickstart_coef > 0 (--set kickstart_coef=...)")
     rt = runtime or resolve_runtime()
+    teacher_agent, teacher_id = None, None
+    if teacher is not None:
+        from xrlkit.agents.load import load_any_agent
+        from xrlkit.visionmask.model import agent_identity
+
+        teacher_agent = load_any_agent(teacher, game=game, device=rt.device)  # checks the game and action count
+        teacher_id = agent_identity(teacher_agent, teacher)
     out = check_out_dir(out_dir)
     resume_path, agent_path = out / "resume.safetensors", out / "agent.safetensors"
     log = CsvLog(curve_path(out), METRIC_COLUMNS)
     run = {"algo": "ppo", "game": game, "encoder": encoder, "protocol": proto.name, "seed": seed,
-           "preset": preset, "ppo_config": asdict(cfg), "init_from": parent_id}
+           "preset": preset, "ppo_config": asdict(cfg), "init_from": parent_id, "teacher": teacher_id}
     resuming = resume and resume_path.is_file()
     if resuming:
         check_same_run(resume_path, run, hint="--no-resume")
@@ -298,6 +329,9 @@ def train(
         return {"eval_mean": res.mean, "eval_hns": res.hns, "eval_episodes": len(res.returns)}
 
     print(rt.describe(), file=sys.stderr)
+    if parent_id and not parent_id["value_trained"] and cfg.critic_warmup_iterations == 0:
+        print(f"note: {parent_id['file']} has an untrained value head ({parent_id['origin']}); "
+              "--set critic_warmup_iterations=N trains it alone first", file=sys.stderr)
     print(expected_duration("ppo", encoder, max(0, n_iterations * batch - counters["steps"]), rt, atari=is_atari(game)),
           file=sys.stderr)
     bar = tqdm(total=n_iterations * batch, initial=min(counters["steps"], n_iterations * batch), unit="step",
@@ -358,8 +392,11 @@ def train(
                 b_actions, b_logprobs = actions_buf.reshape(-1), logprobs_buf.reshape(-1)
                 b_adv, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values_buf.reshape(-1)
 
-                # ---- optimise ----
-                clipfracs, approx_kl = [], torch.zeros(())
+                # ---- optimise (the value head alone while it warms up) ----
+                warming = counters["iteration"] < cfg.critic_warmup_iterations
+                for name, param in agent.named_parameters():
+                    param.requires_grad_(not warming or name.startswith("critic."))
+                clipfracs, approx_kl, teacher_ces = [], torch.zeros(()), []
                 with rt.phase("update"):
                     for _ in range(cfg.n_epochs):
                         order = torch.randperm(batch)
@@ -389,7 +426,14 @@ def train(
                                 v_loss = 0.5 * torch.max((value - target) ** 2, (v_clipped - target) ** 2).mean()
                             else:
                                 v_loss = 0.5 * F.mse_loss(value, target)
-                            loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                            loss = cfg.vf_coef * v_loss if warming else pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                            # kickstarting: stay near the teacher's action distribution
+                            if teacher_agent is not None and not warming:
+                                with torch.no_grad(), rt.autocast():
+                                    teacher_logits = teacher_agent.logits(b_obs[mb].to(rt.device)).float()
+                                teacher_ce = distillation_loss(logits, teacher_logits)
+                                loss = loss + cfg.kickstart_coef * teacher_ce
+                                teacher_ces.append(teacher_ce.item())
 
                             optimizer.zero_grad(set_to_none=True)
                             scaler.scale(loss).backward()
@@ -412,6 +456,7 @@ def train(
                     "explained_variance": float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y),
                     "steps_per_s": round(batch / (now - t_iter), 1), "rollout_s": round(t_update - t_iter, 3),
                     "update_s": round(now - t_update, 3), "elapsed_s": round(counters["elapsed_s"], 1),
+                    "teacher_ce": float(np.mean(teacher_ces)) if teacher_ces else "",
                 }
                 frames = counters["steps"] * skip
                 last = counters["iteration"] == n_iterations
@@ -445,6 +490,7 @@ def train(
     return save_agent(
         agent, agent_path, game=game, algo="ppo", encoder=encoder, protocol=proto.name, preset=preset,
         frames=frames + (parent_id["frames"] if parent_id else 0), frames_this_run=frames, init_from=parent_id,
+        kickstart_teacher=teacher_id,
         steps=counters["steps"], seed=seed, ppo_config=asdict(cfg),
         runtime=rt.record(), train_seconds=round(counters["elapsed_s"], 1), resumed_from=counters["resumed_from"],
         eval_mean=float(final_eval["eval_mean"]) if final_eval else None,

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default=None, metavar="AGENT",
                    help="ppo: start from this agent's weights (xrlkit PPO or distilled, same game, encoder and protocol), "
                         "with a fresh optimizer and schedule; the agent records it and counts its frames too")
+    p.add_argument("--teacher", default=None, metavar="AGENT",
+                   help="ppo: keep the policy near this agent's action distribution (kickstarting; same game), "
+                        "with weight --set kickstart_coef=...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of ppo or rainbow (JSON value), e.g. --set n_steps=64")
@@ -63,8 +66,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     overrides = parse_key_values(args.set, "--set")
-    if args.init_from is not None and args.algo != "ppo":
-        raise ValueError(f"--init-from applies to --algo ppo, not {args.algo}")
+    for flag, value in (("--init-from", args.init_from), ("--teacher", args.teacher)):
+        if value is not None and args.algo != "ppo":
+            raise ValueError(f"{flag} applies to --algo ppo, not {args.algo}")
     claim_out_dir(args.out)
     runtime = resolve_runtime(args.device, args.precision,
                               {"auto": None, "on": True, "off": False}[args.channels_last],
@@ -80,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
 
         path = train(args.game, encoder=args.encoder or "nature", preset=args.preset or "atari",
                      protocol=args.protocol, runtime=runtime, eval_act_mode=args.eval_act_mode,
-                     n_envs=args.n_envs, init_from=args.init_from, **common, **optional, **overrides)
+                     n_envs=args.n_envs, init_from=args.init_from, teacher=args.teacher, **common, **optional, **overrides)
     elif args.algo == "rainbow":
         from xrlkit.agents.rainbow import train as train_rainbow
 
