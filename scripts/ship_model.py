@@ -146,9 +146,10 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
     protocol = agent_protocol(packed)
     result = evaluate(packed, game, episodes, protocol=protocol, seed=eval_seed, progress=True)
     # a distilled agent carries its teacher, recipe and held-out agreement (xrlkit.agents.distill); a run started
-    # from another agent's weights (train --init-from) its parent, whose frames its own count includes
+    # from another agent's weights (train --init-from) its parent, whose frames its own count includes, and the
+    # teacher it was kickstarted with (train --teacher)
     provenance = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained",
-                                      "init_from", "frames_this_run") if meta.get(k) is not None}
+                                      "init_from", "frames_this_run", "kickstart_teacher") if meta.get(k) is not None}
     teacher, expert = provenance.get("teacher", {}), shipped(game, "expert")
     if teacher.get("sha256") and expert is not None and teacher["sha256"] == file_sha256(expert):
         # distilled from a copy of the shipped expert (same bytes): name the file a clone has, not the copy's path

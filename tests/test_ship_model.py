@@ -28,8 +28,9 @@ def test_a_failed_evaluation_leaves_the_shipped_model_and_manifest_as_they_were(
     shipped = models / "Breakout-rainbow-nature-expert.safetensors"
     shipped.write_bytes(b"the model that ships today")
     parent = {"file": "parent.safetensors", "sha256": "ab" * 32, "frames": 600, "origin": "rl", "value_trained": True}
+    teacher = {"class": "PolicyAgent", "n_actions": 4, "path": "expert.safetensors", "sha256": "cd" * 32}
     src = save_agent(tiny_agent, tmp_path / "agent.safetensors", game="Breakout", frames=1000, seed=3,
-                     init_from=parent, frames_this_run=400)  # train --init-from
+                     init_from=parent, frames_this_run=400, kickstart_teacher=teacher)  # train --init-from --teacher
     argv = ["xrlkit", str(src), "--game", "Breakout", "--command", "xrlkit train ...", "--episodes", "1"]
 
     def crash(*args, **kwargs):
@@ -48,6 +49,7 @@ def test_a_failed_evaluation_leaves_the_shipped_model_and_manifest_as_they_were(
     (entry,) = json.loads((models / "manifest.json").read_text())
     assert entry["file"] == shipped.name and entry["eval_mean"] == 5.0 and entry["seed"] == 3
     assert (entry["init_from"], entry["frames"], entry["frames_this_run"]) == (parent, 1000, 400)
+    assert entry["kickstart_teacher"] == teacher
     assert not (models / ".staging").exists()
 
 
