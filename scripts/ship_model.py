@@ -150,10 +150,12 @@ def ship_xrlkit(src: Path, game: str, role: str, command: str, episodes: int, ac
     # teacher it was kickstarted with (train --teacher)
     provenance = {k: meta[k] for k in ("teacher", "distill", "heldout_agreement", "heldout_states", "value_trained",
                                       "init_from", "frames_this_run", "kickstart_teacher") if meta.get(k) is not None}
-    teacher, expert = provenance.get("teacher", {}), shipped(game, "expert")
-    if teacher.get("sha256") and expert is not None and teacher["sha256"] == file_sha256(expert):
-        # distilled from a copy of the shipped expert (same bytes): name the file a clone has, not the copy's path
-        provenance["teacher"] = {**teacher, "path": os.path.relpath(expert, MODELS_DIR.parents[2])}
+    expert = shipped(game, "expert")
+    for key in ("teacher", "kickstart_teacher"):
+        teacher = provenance.get(key, {})
+        if teacher.get("sha256") and expert is not None and teacher["sha256"] == file_sha256(expert):
+            # taught by (a copy of) the shipped expert (same bytes): name the file a clone has, not this machine's path
+            provenance[key] = {**teacher, "path": os.path.relpath(expert, MODELS_DIR.parents[2])}
     if not is_atari(game):  # no human reference: random play on the same seeds is the yardstick
         rand = random_play(packed, game, episodes, protocol=protocol, seed=eval_seed)
         provenance.update(random_eval_mean=rand.mean, random_eval_returns=rand.returns)

@@ -139,8 +139,9 @@ def test_a_visionmask_stored_in_int8_keeps_its_small_convs_in_float16(ship_model
 
 
 def test_a_student_of_a_copy_of_the_shipped_expert_names_the_shipped_file(ship_model, tiny_agent, tmp_path, monkeypatch):
-    """A student distilled from a copy of the shipped expert (same SHA-256, another path) names
-    the shipped file, which a clone has; a teacher with other bytes keeps the path it was read from."""
+    """A student distilled from (or kickstarted by) a copy of the shipped expert (same SHA-256, another
+    path) names the shipped file, which a clone has; a teacher with other bytes keeps the path it was
+    read from."""
     import os
 
     from xrlkit.checkpoint import file_sha256
@@ -157,8 +158,8 @@ def test_a_student_of_a_copy_of_the_shipped_expert_names_the_shipped_file(ship_m
         copy.write_bytes(weights)
         teacher = {"class": "PolicyAgent", "n_actions": 4, "path": str(copy), "sha256": file_sha256(copy)}
         src = save_agent(tiny_agent, tmp_path / "student.safetensors", game="Breakout", frames=0, seed=1,
-                         origin="distilled", teacher=teacher, heldout_agreement=0.95)
+                         origin="distilled", teacher=teacher, heldout_agreement=0.95, kickstart_teacher=teacher)
         argv = ["xrlkit", str(src), "--game", "Breakout", "--role", "ife", "--command", "xrlkit distill ...", "--episodes", "1"]
         assert ship_model.main(argv) == 0
         (entry,) = json.loads((models / "manifest.json").read_text())
-        assert entry["teacher"] == {**teacher, "path": named or str(copy)}
+        assert entry["teacher"] == entry["kickstart_teacher"] == {**teacher, "path": named or str(copy)}
