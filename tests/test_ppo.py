@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from xrlkit.agents.encoders import ENCODERS
-from xrlkit.agents.load import agent_origin, load_any_agent
+from xrlkit.agents.load import agent_origin, load_any_agent, origin_description
 from xrlkit.agents.policy import PolicyAgent, PolicyConfig
 from xrlkit.agents.ppo import make_config, train
 from xrlkit.checkpoint import read_meta
@@ -336,11 +336,14 @@ def test_critic_warmup_trains_the_value_head_alone_then_everything(tmp_path: Pat
                          **{**read_meta(parent), "origin": "distilled", "value_trained": False})
     before = load_any_agent(student).state_dict()
     assert (agent_origin(read_meta(parent)), agent_origin(read_meta(student))) == ("RL", "distilled")
+    assert (origin_description(read_meta(parent)), origin_description(read_meta(student))) == (
+        "trained by RL", "distilled from its teacher")  # neither has an init_from, nor the student a teacher
 
     def changed(warmup: int, name: str) -> set[str]:
         path = train("Breakout", total_frames=512, out_dir=tmp_path / name, runtime=runtime(), init_from=student,
                      lr=1e-3, critic_warmup_iterations=warmup, **TINY)  # 2 iterations of 64 agent steps
         assert agent_origin(read_meta(path)) == "distilled+RL"
+        assert origin_description(read_meta(path)) == "a distilled student (student.safetensors) fine-tuned by PPO for 512 frames"
         after = load_any_agent(path).state_dict()
         return {k.split(".")[0] for k, v in after.items() if not torch.equal(v, before[k])}
 

@@ -57,3 +57,15 @@ def agent_origin(meta: Mapping[str, Any]) -> str:
     if meta.get("origin") == "distilled":
         return "distilled"
     return "distilled+RL" if (meta.get("init_from") or {}).get("origin") == "distilled" else "RL"
+
+
+def origin_description(meta: Mapping[str, Any]) -> str:
+    """:func:`agent_origin` in words, naming the teacher or the student it started from where the
+    metadata records them, e.g. ``"distilled from Pong-ppo-nature-expert.safetensors"``."""
+    origin = agent_origin(meta)
+    if origin == "distilled":
+        return f"distilled from {Path((meta.get('teacher') or {}).get('path', 'its teacher')).name}"
+    if origin == "distilled+RL":
+        return (f"a distilled student ({meta['init_from']['file']}) fine-tuned by PPO for "
+                f"{meta.get('frames_this_run', 0):,} frames")
+    return "trained by RL"
