@@ -398,6 +398,12 @@ def train(
                     param.requires_grad_(not warming or name.startswith("critic."))
                 clipfracs, approx_kl, teacher_ces = [], torch.zeros(()), []
                 with rt.phase("update"):
+                    # kickstarting: the frozen teacher's logits on the rollout, once for all epochs
+                    b_teacher_logits = None
+                    if teacher_agent is not None and not warming:
+                        with torch.no_grad(), rt.autocast():
+                            b_teacher_logits = torch.cat([teacher_agent.logits(b_obs[i:i + cfg.batch_size].to(rt.device)).float()
+                                                          for i in range(0, batch, cfg.batch_size)])
                     for _ in range(cfg.n_epochs):
                         order = torch.randperm(batch)
                         for start in range(0, batch, cfg.batch_size):
@@ -428,10 +434,8 @@ def train(
                                 v_loss = 0.5 * F.mse_loss(value, target)
                             loss = cfg.vf_coef * v_loss if warming else pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
                             # kickstarting: stay near the teacher's action distribution
-                            if teacher_agent is not None and not warming:
-                                with torch.no_grad(), rt.autocast():
-                                    teacher_logits = teacher_agent.logits(b_obs[mb].to(rt.device)).float()
-                                teacher_ce = distillation_loss(logits, teacher_logits)
+                            if b_teacher_logits is not None:
+                                teacher_ce = distillation_loss(logits, b_teacher_logits[mb.to(rt.device)])
                                 loss = loss + cfg.kickstart_coef * teacher_ce
                                 teacher_ces.append(teacher_ce.item())
 
