@@ -23,7 +23,7 @@ from xrlkit.checkpoint import command_line
 from xrlkit.defaults import model_path
 from xrlkit.games import resolve_game
 from xrlkit.grounding import OBJECTS_DIR, record_object_states, save_object_states
-from xrlkit.visionmask.model import agent_identity
+from xrlkit.checkpoint import agent_identity
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,7 +115,8 @@ def test_a_visionmask_stored_in_int8_keeps_its_small_convs_in_float16(ship_model
     from safetensors import safe_open
 
     from xrlkit.checkpoint import INT8_SCALE, VISIONMASK_INT8_MIN_NUMEL
-    from xrlkit.visionmask import VisionMask, agent_identity
+    from xrlkit.checkpoint import agent_identity
+    from xrlkit.visionmask import VisionMask
 
     (ship_model.MODELS_DIR / "manifest.json").write_text("[]\n")
     expert = save_agent(tiny_agent, tmp_path / "expert.safetensors", game="Breakout", frames=1000, seed=3)

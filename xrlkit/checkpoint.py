@@ -72,6 +72,18 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def agent_identity(agent: Any, path: str | Path | None = None) -> dict[str, Any]:
+    """What identifies an agent in provenance (the agent a VisionMask explains, the teacher of a
+    student or of a kickstarted PPO run, the agent whose states were boxed): its class, action count
+    and, when it was loaded from a file, the file's path and SHA-256 (for a scripted agent, its name)."""
+    ident: dict[str, Any] = {"class": type(agent).__name__, "n_actions": int(agent.n_actions)}
+    if path is not None and Path(path).is_file():
+        ident.update(path=str(path), sha256=file_sha256(path))
+    elif path is not None:
+        ident["name"] = str(path)
+    return ident
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write ``tensors`` and the JSON-serialisable ``meta`` to one safetensors file, atomically:
     into a temporary file beside it, then renamed over it, so a kill mid-write leaves the old file."""

@@ -226,7 +226,7 @@ def train(
     teacher_agent, teacher_id = None, None
     if teacher is not None:
         from xrlkit.agents.load import load_any_agent
-        from xrlkit.visionmask.model import agent_identity
+        from xrlkit.checkpoint import agent_identity
 
         teacher_agent = load_any_agent(teacher, game=game, device=rt.device)  # checks the game and action count
         teacher_id = agent_identity(teacher_agent, teacher)

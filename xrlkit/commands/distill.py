@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     from xrlkit.games import resolve_game
     from xrlkit.runlog import claim_out_dir
     from xrlkit.runtime import reexec_with_allocator, resolve_runtime
-    from xrlkit.visionmask.model import agent_identity
+    from xrlkit.checkpoint import agent_identity
 
     game = resolve_game(args.game)
     claim_out_dir(args.out)

@@ -83,7 +83,8 @@ def _collect(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import agent_protocol, load_any_agent
     from xrlkit.defaults import model_path
     from xrlkit.runlog import claim_out_dir
-    from xrlkit.visionmask import agent_identity, collect_states
+    from xrlkit.checkpoint import agent_identity
+    from xrlkit.visionmask import collect_states
 
     claim_out_dir(args.out)
     args.agent = model_path(args.agent, args.game, "expert")
@@ -101,7 +102,8 @@ def _train(args: argparse.Namespace) -> int:
     from xrlkit.agents.load import load_any_agent
     from xrlkit.defaults import model_path
     from xrlkit.runlog import claim_out_dir
-    from xrlkit.visionmask import StateDataset, TrainConfig, agent_identity, dataset_meta, train_visionmask
+    from xrlkit.checkpoint import agent_identity
+    from xrlkit.visionmask import StateDataset, TrainConfig, dataset_meta, train_visionmask
 
     claim_out_dir(args.out)
     if getattr(args, "from_command_line", False):

@@ -6,12 +6,12 @@ frozen agent (:mod:`.train`, loss in :mod:`.loss`), explain and test counterfact
 from xrlkit.visionmask.counterfactual import Counterfactual, counterfactual, flip_rates
 from xrlkit.visionmask.data import SPLITS, StateDataset, check_actions, collect_states, dataset_meta
 from xrlkit.visionmask.loss import mask_logits, masked_inputs, neg_entropy, total_variation, visionmask_loss
-from xrlkit.visionmask.model import BACKBONES, VisionMask, agent_identity, build_segmenter, load_visionmask
+from xrlkit.visionmask.model import BACKBONES, VisionMask, build_segmenter, load_visionmask
 from xrlkit.visionmask.train import TrainConfig, evaluate_loss, freeze_agent, train_visionmask
 
 __all__ = [
     "Counterfactual", "counterfactual", "flip_rates", "SPLITS", "StateDataset", "check_actions", "collect_states",
     "dataset_meta", "mask_logits", "masked_inputs", "neg_entropy", "total_variation", "visionmask_loss",
-    "BACKBONES", "VisionMask", "agent_identity", "build_segmenter", "load_visionmask", "TrainConfig",
+    "BACKBONES", "VisionMask", "build_segmenter", "load_visionmask", "TrainConfig",
     "evaluate_loss", "freeze_agent", "train_visionmask",
 ]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xrlkit.checkpoint import file_sha256, load_tensors, save_tensors
+from xrlkit.checkpoint import load_tensors, save_tensors
 from xrlkit.games import resolve_game
 from xrlkit.references import REFERENCE_MODES, make_reference
 from xrlkit.registry import choose
@@ -112,17 +112,6 @@ def build_segmenter(backbone: str, n_outputs: int, weights: str = "none", head_c
         )
     _replace_first_conv(net, 4)
     return net
-
-
-def agent_identity(agent: Any, path: str | Path | None = None) -> dict[str, Any]:
-    """What identifies the explained agent in metadata: its class, action count and, when it was
-    loaded from a file, the file's path and SHA-256 (for a scripted agent, its name)."""
-    ident: dict[str, Any] = {"class": type(agent).__name__, "n_actions": int(agent.n_actions)}
-    if path is not None and Path(path).is_file():
-        ident.update(path=str(path), sha256=file_sha256(path))
-    elif path is not None:
-        ident["name"] = str(path)
-    return ident
 
 
 class VisionMask(nn.Module):
