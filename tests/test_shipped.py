@@ -84,17 +84,7 @@ def _random_mean_return(game: str, protocol: str) -> float:
 
 #: IFE agents shipped below one of the IFE issue's bars (README, *Shipped models*): (game, measure) -> the
 #: least value they may have, and why. The bars of each kind of agent are in :func:`ife_bars`.
-BELOW_IFE_BAR: dict[tuple[str, str], tuple[float, str]] = {
-    ("Enduro", "score"): (
-        394.0, "distilled, 89.0% held-out agreement against a sampling teacher whose two best actions are within 0.1 "
-               "on a quarter of the states (six chained distillations levelled off); fine-tuned by PPO for 3M frames "
-               "with the expert kept in the loss, 394.5 on the held-out seeds, just below the expert's interval "
-               "[395.6, 566.3] (418.5 against the student's 354.6 on the validation seeds it was chosen on)"),
-    ("Breakout", "score"): (
-        178.0, "distilled to 90.4% held-out agreement it scored 154.1 against the expert's 255.4 (Breakout ends a "
-               "life on one missed ball, so the states where a student errs cost more than their share); fine-tuned "
-               "by PPO for 3M frames with the expert kept in the loss, 178.6, below the expert's interval [199, 311]"),
-}
+BELOW_IFE_BAR: dict[tuple[str, str], tuple[float, str]] = {}
 
 
 def ife_bars(entry: dict, expert: dict) -> dict[str, tuple[float, float]]:
