@@ -59,3 +59,38 @@ def test_curves_of_a_folder_without_a_learning_curve_is_a_clear_error(tmp_path: 
     err = capsys.readouterr().err
     assert "no learning curve in" in err and str(empty) in err and "metrics.csv" in err, err
     assert not (tmp_path / "c.png").exists()
+
+
+def _run_folder(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("frames,train_return_recent,eval_mean,eval_episodes\n"
+                                     "4096,1.0,,\n8192,2.0,3.0,10\n12288,4.0,,\n")
+    return run
+
+
+def test_curves_draw_reference_scores_as_labelled_lines(tmp_path: Path) -> None:
+    """``--reference LABEL=SCORE`` (e.g. the expert a student is fine-tuned towards) is a labelled
+    horizontal line at that score; a reference that is not LABEL=number is a one-line error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from xrlkit import plotting
+
+    run = _run_folder(tmp_path)
+    fig = plotting.training_runs({"a": run}, references={"expert, held-out seeds": 12.5, "student": 7.0})
+    lines = {line.get_label(): set(line.get_ydata()) for line in fig.axes[0].get_lines()}
+    assert lines["expert, held-out seeds: 12.5"] == {12.5} and lines["student: 7.0"] == {7.0}, lines
+    assert fig.axes[0].get_ylim()[1] > 12.5  # the line is inside the axes
+    assert main(["curves", f"a={run}", "--reference", "expert=12.5", "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("reference", ["expert=high", "12.5", "=12.5"])
+def test_curves_refuse_a_reference_that_is_not_label_and_score(reference: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    run = _run_folder(tmp_path)
+    assert main(["curves", f"a={run}", "--reference", reference, "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "LABEL=SCORE" in err and reference in err, err
+    assert not (tmp_path / "c.png").exists()

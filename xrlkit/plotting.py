@@ -191,19 +191,21 @@ def reference_lines(ax: Axes, scores: Sequence[float], random_score: float | Non
 
 
 def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, evaluations: bool = True,
-                  max_frames: float | None = None) -> Figure:
+                  max_frames: float | None = None, references: Mapping[str, float] | None = None) -> Figure:
     """Learning curves of training runs (``{label: run folder}``, each with the ``metrics.csv`` of
     :mod:`xrlkit.agents.ppo`): the mean score of the last 100 training games (a line per run) and
     evaluation scores (markers), against frames in millions, with the game's random and human
-    reference scores when all runs are of one game. ``max_frames`` cuts the x-axis (to compare a
-    shorter run with the start of a longer one)."""
+    reference scores when all runs are of one game, and ``references`` (``{label: score}``, e.g.
+    the expert a student was fine-tuned towards) as dash-dotted lines. ``max_frames`` cuts the
+    x-axis (to compare a shorter run with the start of a longer one). The legend sits below the
+    axes, so it never hides a point."""
     from matplotlib.ticker import FuncFormatter
 
     from xrlkit.checkpoint import read_meta
     from xrlkit.games import REFERENCE_SCORES
     from xrlkit.runlog import read_curve
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
     games, plotted = set(), []
     for i, (label, folder) in enumerate(runs.items()):
         folder = Path(folder)
@@ -221,6 +223,9 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
             ax.plot([f for f, _, _ in ev], [m for _, m, _ in ev], "o", color=color,
                     label=f"{label}: evaluation (mean of {int(ev[-1][2])} games)")
             plotted += [m for _, m, _ in ev]
+    for k, (label, score) in enumerate((references or {}).items()):
+        ax.axhline(score, color=f"C{len(runs) + k}", linestyle="-.", lw=1.2, label=f"{label}: {score:,.1f}")
+        plotted.append(score)
     if len(games) == 1 and next(iter(games)) in REFERENCE_SCORES:
         reference_lines(ax, plotted, *REFERENCE_SCORES[next(iter(games))])
     if max_frames:
@@ -230,7 +235,7 @@ def training_runs(runs: Mapping[str, str | Path], *, title: str | None = None, e
     ax.set_ylabel("game score (unclipped)")
     ax.set_title(title or " vs ".join(runs))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default=None)
     p.add_argument("--max-frames", type=float, default=None, help="cut the x-axis at this many frames")
     p.add_argument("--no-evaluations", action="store_true", help="training games only")
+    p.add_argument("--reference", action="append", default=[], metavar="LABEL=SCORE",
+                   help="a score to draw as a horizontal line, e.g. 'expert (held-out)=255.4'; repeatable")
     p.set_defaults(func=_run)
 
 
@@ -27,6 +29,15 @@ def _run(args: argparse.Namespace) -> int:
         if not curve_path(folder).is_file():
             raise FileNotFoundError(f"no learning curve in {folder} ({curve_path(folder).name} is missing)")
         runs[label] = Path(folder)
+    references: dict[str, float] = {}
+    for item in args.reference:
+        label, sep, score = item.rpartition("=")
+        if not sep or not label:
+            raise ValueError(f"expected LABEL=SCORE, got {item!r}")
+        try:
+            references[label] = float(score)
+        except ValueError:
+            raise ValueError(f"expected LABEL=SCORE with a number for SCORE, got {item!r}") from None
     out = check_out_file(args.out)
     import matplotlib
 
@@ -34,6 +45,6 @@ def _run(args: argparse.Namespace) -> int:
     from xrlkit import plotting
 
     plotting.training_runs(runs, title=args.title, evaluations=not args.no_evaluations,
-                           max_frames=args.max_frames).savefig(out, dpi=110)
+                           max_frames=args.max_frames, references=references).savefig(out, dpi=110)
     print(f"wrote {out}")
     return 0
