@@ -19,11 +19,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 from xrlkit.agents.load import agent_protocol, load_any_agent
-from xrlkit.checkpoint import command_line
+from xrlkit.checkpoint import agent_identity, command_line
 from xrlkit.defaults import model_path
 from xrlkit.games import resolve_game
 from xrlkit.grounding import OBJECTS_DIR, record_object_states, save_object_states
-from xrlkit.checkpoint import agent_identity
 
 
 def main(argv: list[str] | None = None) -> int:

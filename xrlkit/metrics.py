@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from xrlkit.agents.base import Agent, greedy_actions
+from xrlkit.agents.base import Agent, batched_logits, greedy_actions
 from xrlkit.explainers.base import Explainer, prepare_inputs
 from xrlkit.references import impute_linear, make_reference
 from xrlkit.registry import choose
@@ -81,11 +81,6 @@ def normalise_by_max(saliency: torch.Tensor) -> torch.Tensor:
     return saliency / peak[:, None, None]
 
 
-@torch.no_grad()
-def _logits(agent: Agent, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([agent.logits(chunk).float() for chunk in x.split(batch_size)])
-
-
 class Accuracy:
     """Share of states whose action survives keeping only the explanation (VisionMask's
     accuracy): ``x = m * s + (1 - m) * r`` with ``m`` the saliency divided by its max (soft map in
@@ -116,7 +111,7 @@ class Accuracy:
         x, a = prepare_inputs(states, actions, agent.n_actions, agent.device)
         m = self.mask(_check_saliency(saliency, len(x), x.device)).unsqueeze(1)
         kept = m * x + (1 - m) * make_reference(x, self.reference, self.background)
-        pred = _logits(agent, kept, self.batch_size).argmax(dim=1)
+        pred = batched_logits(agent, kept, self.batch_size).argmax(dim=1)
         return (pred == a).double().cpu().numpy()
 
 
@@ -323,7 +318,7 @@ class ROAD:
         probs = []
         for f in self.fractions:
             imputed = impute_linear(x, rank < int(round(f * N_PIXELS)), self.noise, gen)
-            p = _logits(agent, imputed, self.batch_size).softmax(dim=1)
+            p = batched_logits(agent, imputed, self.batch_size).softmax(dim=1)
             probs.append(p.gather(1, a.unsqueeze(1)).squeeze(1))
         return torch.stack(probs, dim=1).double().cpu().numpy()
 

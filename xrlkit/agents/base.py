@@ -97,6 +97,13 @@ class ActMode:
 
 
 @torch.no_grad()
+def batched_logits(agent: Agent, obs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``agent.logits`` of ``obs [N, 4, 84, 84]`` computed ``batch_size`` states at a time, without
+    gradients, as ``float32 [N, A]`` (under autocast too): for more states than fit one pass."""
+    return torch.cat([agent.logits(chunk).float() for chunk in obs.split(batch_size)])
+
+
+@torch.no_grad()
 def greedy_actions(agent: Agent, obs: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """The action an explanation is about: the argmax of ``agent.logits`` for each state of
     ``obs [B, 4, 84, 84]``, ``int64 [B]``, whatever the agent's ``act_mode`` (a sampling agent's

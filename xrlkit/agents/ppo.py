@@ -61,11 +61,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xrlkit.agents.base import ACT_MODES
+from xrlkit.agents.base import ACT_MODES, batched_logits
 from xrlkit.agents.distill import distillation_loss
 from xrlkit.agents.encoders import ENCODERS
 from xrlkit.agents.policy import PolicyAgent, PolicyConfig, warm_start
-from xrlkit.checkpoint import command_line, load_tensors, optimizer_tensors, restore_optimizer, save_agent
+from xrlkit.checkpoint import (agent_identity, command_line, load_tensors, optimizer_tensors, restore_optimizer,
+                               save_agent)
 from xrlkit.envs import action_meanings, default_protocol, get_protocol, make_vector_env
 from xrlkit.evaluation import evaluate
 from xrlkit.games import is_atari, resolve_game
@@ -226,7 +227,6 @@ def train(
     teacher_agent, teacher_id = None, None
     if teacher is not None:
         from xrlkit.agents.load import load_any_agent
-        from xrlkit.checkpoint import agent_identity
 
         teacher_agent = load_any_agent(teacher, game=game, device=rt.device)  # checks the game and action count
         teacher_id = agent_identity(teacher_agent, teacher)
@@ -401,9 +401,8 @@ def train(
                     # kickstarting: the frozen teacher's logits on the rollout, once for all epochs
                     b_teacher_logits = None
                     if teacher_agent is not None and not warming:
-                        with torch.no_grad(), rt.autocast():
-                            b_teacher_logits = torch.cat([teacher_agent.logits(b_obs[i:i + cfg.batch_size].to(rt.device)).float()
-                                                          for i in range(0, batch, cfg.batch_size)])
+                        with rt.autocast():
+                            b_teacher_logits = batched_logits(teacher_agent, b_obs.to(rt.device), cfg.batch_size)
                     for _ in range(cfg.n_epochs):
                         order = torch.randperm(batch)
                         for start in range(0, batch, cfg.batch_size):
