@@ -226,6 +226,7 @@ def test_rollout_plays_the_agent(tiny_agent):
     r = rollout(tiny_agent, "Breakout", 3, seed=0, every=2, epsilon=0.0)
     assert r.states.shape == (3, 4, 84, 84) and r.states.dtype == np.uint8
     assert r.frames.shape == (3, 210, 160, 3) and r.actions.shape == r.rewards.shape == (3,)
+    assert r.step.tolist() == [0, 2, 4] and r.episode.tolist() == [0, 0, 0]  # steps into the first game
     np.testing.assert_array_equal(r.actions, tiny_agent.act(r.states))  # greedy: recorded = recomputed
     np.testing.assert_array_equal(r.states, rollout(tiny_agent, "Breakout", 3, seed=0, every=2).states)
 

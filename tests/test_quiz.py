@@ -20,7 +20,7 @@ def setting():
     ones (the agent prefers REGION in both: its logits tie at 0 there and argmax takes the first)."""
     states = np.zeros((12, 4, 84, 84), dtype=np.uint8)
     states[::2, :, ROWS, COLS] = 200
-    rollout = Rollout(states, np.zeros((12, 210, 160, 3), np.uint8), np.zeros(12, int), np.zeros(12), np.zeros(12, int))
+    rollout = Rollout(states, np.zeros((12, 210, 160, 3), np.uint8), np.zeros(12, int), np.zeros(12), np.zeros(12, int), np.arange(12))
     agent = RegionAgent()
     return agent, rollout, {"grad": make_explainer("grad", agent), "random": make_explainer("random", agent)}
 

@@ -21,7 +21,7 @@ def explorer() -> Explorer:
     for i, level in enumerate((255, 120, 0)):
         states[i, :, ROWS, COLS] = level
     frames = np.zeros((3, 210, 160, 3), dtype=np.uint8)
-    rollout = Rollout(states, frames, np.zeros(3, int), np.zeros(3), np.zeros(3, int))
+    rollout = Rollout(states, frames, np.zeros(3, int), np.zeros(3), np.zeros(3, int), np.arange(3))
     agent = RegionAgent()
     return Explorer(agent, rollout, {"grad": make_explainer("grad", agent), "random": make_explainer("random", agent)})
 

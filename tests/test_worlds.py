@@ -297,9 +297,11 @@ def test_states_of_highway_play_come_from_every_point_of_its_fixed_length_episod
         def act(self, obs, epsilon=0.0):
             return np.full(len(obs), action_meanings("highway-fast-v0").index("SLOWER"))
 
-    states = rollout(Slow(), "highway-fast-v0", 4, protocol="highway", seed=0, every=30).states
-    starts = [not s[-2].any() for s in states]
+    run = rollout(Slow(), "highway-fast-v0", 4, protocol="highway", seed=0, every=30)
+    starts = [not s[-2].any() for s in run.states]
     assert starts == [True, False, False, False], starts
+    # every 31st step of 30-step episodes: one state from each episode, one step further in each
+    assert run.episode.tolist() == [0, 1, 2, 3] and run.step.tolist() == [0, 1, 2, 3]
 
 
 def test_a_process_that_rendered_highway_still_stops_on_sigterm():

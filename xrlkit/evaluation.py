@@ -109,13 +109,15 @@ def evaluate(
 class Rollout:
     """States an agent met while playing, with what it did. ``states uint8 [N, 4, 84, 84]``,
     ``frames uint8 [N, 210, 160, 3]`` (raw screen at each state), ``actions int64 [N]``,
-    ``rewards float [N]`` (unclipped), ``episode int [N]`` (index of the episode each came from)."""
+    ``rewards float [N]`` (unclipped), ``episode int [N]`` (index of the episode each came from),
+    ``step int [N]`` (agent steps into that episode: 0 is its first state)."""
 
     states: np.ndarray
     frames: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
     episode: np.ndarray
+    step: np.ndarray
 
 
 def spread_every(game: str, every: int) -> int:
@@ -150,8 +152,8 @@ def rollout(
     every = spread_every(game, every)
     env = make_env(game, protocol, seed=seed)
     obs, _ = env.reset(seed=seed)
-    keep: dict[str, list] = {"states": [], "frames": [], "actions": [], "rewards": [], "episode": []}
-    step, episode = 0, 0
+    keep: dict[str, list] = {"states": [], "frames": [], "actions": [], "rewards": [], "episode": [], "step": []}
+    step, episode, episode_start = 0, 0, 0
     try:
         while len(keep["states"]) < n_states:
             action = int(agent.act(np.asarray(obs)[None], epsilon=epsilon)[0])
@@ -160,13 +162,14 @@ def rollout(
                 keep["frames"].append(rgb_frame(env))
                 keep["actions"].append(action)
                 keep["episode"].append(episode)
+                keep["step"].append(step - episode_start)
             obs, reward, term, trunc, _ = env.step(action)
             if step % every == 0:
                 keep["rewards"].append(float(reward))
             step += 1
             if term or trunc:
                 obs, _ = env.reset()
-                episode += 1
+                episode, episode_start = episode + 1, step
     finally:
         env.close()
     return Rollout(**{k: np.asarray(v) for k, v in keep.items()})
