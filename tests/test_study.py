@@ -12,7 +12,7 @@ import pytest
 
 from xrlkit.commands import parse_key_values
 from xrlkit.study import (
-    combine_results, kernel_manager_class, list_notebooks, notebook_parameters, run_study, study_plan,
+    combine_results, duration, kernel_manager_class, list_notebooks, notebook_parameters, run_study, study_plan,
 )
 
 
@@ -111,20 +111,25 @@ def test_study_plan_estimates_from_the_benchmark(tmp_path):
     plan = study_plan(["Breakout", "Boxing", "Asterix"], nbs, tmp_path / "out", cpus=4, benchmark=bench)
     assert "3 game(s) x 2 notebook(s): 6 to run" in plan
     assert "1.8 CPU-hours" in plan  # 3,300 s x 2 cores
-    assert "about 0.6 h with 2 game(s) at a time" in plan  # 1,200 | 900 + 1,200 s: 2,100 s
-    assert "0.9 h with 1 game(s)" in study_plan(["Breakout", "Boxing", "Asterix"], nbs, tmp_path / "out", cpus=4,
+    assert "about 35 min with 2 game(s) at a time" in plan  # 1,200 | 900 + 1,200 s: 2,100 s
+    assert "55 min with 1 game(s)" in study_plan(["Breakout", "Boxing", "Asterix"], nbs, tmp_path / "out", cpus=4,
                                                  workers=1, benchmark=bench)
     # two local workers on 2 CPUs: two games at once, each pinned to 1 core, up to 2x slower than measured
-    assert ("about 0.7 h with 2 game(s) at a time (2 CPUs, 1 per game, not the 2 measured: each taken as 2x slower"
+    assert ("about 40 min with 2 game(s) at a time (2 CPUs, 1 per game, not the 2 measured: each taken as 2x slower"
             in study_plan(["Breakout", "Boxing"], nbs, tmp_path / "out", cpus=2, workers=2, benchmark=bench))
     (tmp_path / "out" / "Boxing").mkdir(parents=True)
     (tmp_path / "out" / "Boxing" / "01_train.done").write_text('{"seconds": 1}')
     plan = study_plan(["Breakout", "Boxing"], nbs, tmp_path / "out", cpus=2, benchmark=bench)
-    assert "4 notebook(s)" not in plan and "3 to run, 1 already done" in plan and "0.7 CPU-hours" in plan
+    assert "4 notebook(s)" not in plan and "3 to run, 1 already done" in plan and "40 CPU-minutes" in plan
     plan = study_plan(["Boxing"], [*nbs, Path("03_new.ipynb")], tmp_path / "new", cpus=2, benchmark=bench,
                       parameters={"eval_states": 96})
     assert "leave out: Boxing 03_new" in plan and "--param eval_states" in plan
     assert "cannot estimate" in study_plan(["Boxing"], nbs, tmp_path, cpus=2, benchmark=tmp_path / "missing.json")
+
+
+def test_durations_read_as_hours_from_an_hour_up_and_minutes_below():
+    assert [duration(s) for s in (6_600, 3_600, 2_100, 20, 0)] == ["1.8 h", "1.0 h", "35 min", "1 min", "1 min"]
+    assert duration(2_400, cpu=True) == "40 CPU-minutes" and duration(6_600, cpu=True) == "1.8 CPU-hours"
 
 
 def test_study_plan_adds_expert_training(tmp_path):
@@ -137,8 +142,7 @@ def test_study_plan_adds_expert_training(tmp_path):
     if rate is None:
         assert "leave out: Boxing expert training" in plan
     else:  # Boxing trains 1M agent steps; Breakout ships its expert
-        hours = (900 + 600 + 1_000_000 / rate[0]) * 2 / 3600
-        assert f"{hours:.1f} CPU-hours" in plan and "4,000,000-frame PPO expert" in plan
+        assert duration((900 + 600 + 1_000_000 / rate[0]) * 2, cpu=True) in plan and "4,000,000-frame PPO expert" in plan
 
 
 def test_study_dry_run_runs_nothing(tmp_path, capsys):

@@ -216,6 +216,14 @@ def combine_results(out_dir: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def duration(seconds: float, cpu: bool = False) -> str:
+    """``seconds`` for a person: hours with one decimal from an hour up, whole minutes below
+    (at least 1), e.g. ``"1.8 h"``, ``"35 min"``; with ``cpu``, ``"1.8 CPU-hours"``, ``"35 CPU-minutes"``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} {'CPU-hours' if cpu else 'h'}"
+    return f"{max(1, round(seconds / 60))} {'CPU-minutes' if cpu else 'min'}"
+
+
 def study_plan(
     games: Sequence[str], notebooks: Sequence[Path], out_dir: str | Path, cpus: int, workers: int | None = None,
     parameters: dict[str, Any] | None = None, benchmark: str | Path = STUDY_BENCHMARK,
@@ -272,7 +280,7 @@ def study_plan(
         lanes[lanes.index(min(lanes))] += t * slower
     lines.append(f"estimate from {Path(benchmark).name} (measured on {cores} cores of {machine.get('cpu', 'an unnamed CPU')}, "
                  "default notebook parameters; other --param values or another CPU differ): "
-                 f"{sum(seconds.values()) * cores / 3600:.1f} CPU-hours; wall time about {max(lanes) / 3600:.1f} h with "
+                 f"{duration(sum(seconds.values()) * cores, cpu=True)}; wall time about {duration(max(lanes))} with "
                  f"{slots} game(s) at a time ({cpus} CPUs, "
                  + (f"{share:g} per game, not the {cores} measured: each taken as {slower:g}x slower, "
                     "an upper bound)" if slower > 1 else f"{cores} per game as measured)"))
