@@ -34,3 +34,12 @@ def test_learning_curve_names_a_far_human_score_in_its_legend():
     ax = learning_curve([2.5e6, 5e6, 1e7], [680.0, 828.0, 850.0], label="PPO", random_score=68.4, human_score=42054.7)
     assert "human: 42,055 (off the scale)" in [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close("all")
+
+
+def test_runs_drawn_on_one_axes_share_one_line_per_reference():
+    _, ax = plt.subplots()
+    for label, scores in (("IFE", [0.0, 10.0]), ("IMPALA", [5.0, 20.0])):
+        learning_curve([1e5, 2e5], scores, label=label, ax=ax, random_score=1.7, human_score=30.5)  # Breakout
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(legend) == ["IFE", "IMPALA", "human", "random play"], legend
+    plt.close("all")

@@ -176,10 +176,12 @@ def reference_lines(ax: Axes, scores: Sequence[float], random_score: float | Non
     """Random play's (dotted) and the human's (dashed) score as horizontal lines over ``scores``
     (the plotted scores; NaN ignored). A human score more than :data:`REFERENCE_REACH` times the
     range of the scores and random play's away from them (Seaquest's 42,055 over scores below
-    1,000) is named in the legend, "off the scale", and not drawn."""
-    if random_score is not None:
+    1,000) is named in the legend, "off the scale", and not drawn. A reference the axes already
+    show (several runs drawn on one axes, each with the game's references) is not added again."""
+    shown = [str(line.get_label()) for line in ax.get_lines()]
+    if random_score is not None and "random play" not in shown:
         ax.axhline(random_score, color="gray", linestyle=":", label="random play")
-    if human_score is None:
+    if human_score is None or any(label.startswith("human") for label in shown):
         return
     plotted = [float(v) for v in scores if v == v] + ([random_score] if random_score is not None else [])
     low, high = min(plotted, default=human_score), max(plotted, default=human_score)
