@@ -266,6 +266,11 @@ def test_dataset_round_trip_and_splits(dataset_dir: Path, tiny_agent: QAgent) ->
     assert item["frame"].shape == (210, 160, 3) and item["logits"].shape == (4,)
     assert item["action"] == int(tiny_agent.logits(item["state"][None]).argmax())
     assert np.array_equal(d.actions, d.logits.argmax(1))
+    # where each state was met: its episode (as in the index) and its step, every step kept (every=1)
+    for split, data in splits.items():
+        assert set(data.episodes.tolist()) == episodes[split]
+        for e in episodes[split]:
+            assert data.steps[data.episodes == e].tolist() == list(range((data.episodes == e).sum()))
 
 
 def test_collection_resumes(tiny_agent: QAgent, tmp_path: Path) -> None:

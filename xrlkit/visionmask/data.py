@@ -235,7 +235,8 @@ class StateDataset(Dataset):
     Item ``i`` is a dict: ``state`` uint8 ``[4, 84, 84]``, ``action`` int64 (the agent's greedy
     action), ``logits`` float32 ``[A]``, plus ``frame`` uint8 ``[H, W, 3]`` (the screen) if
     ``load_frames``. Attributes ``states``, ``actions``, ``logits`` (and ``frames``) hold the
-    whole split as numpy arrays. Every shard's SHA-256 is checked; with ``agent`` the actions are
+    whole split as numpy arrays; ``episodes`` and ``steps`` (int64 ``[N]``) say where each state
+    was met: the collection's episode number and the agent steps into that episode. Every shard's SHA-256 is checked; with ``agent`` the actions are
     recomputed and compared too (``ValueError`` on any mismatch).
     """
 
@@ -245,12 +246,14 @@ class StateDataset(Dataset):
         self.meta = dataset_meta(self.root)
         self.split = split
         entries = [e for e in _read_json(self.root / "index.json")["shards"] if e["split"] == split]
-        keys = ("states", "actions", "logits") + (("frames",) if load_frames else ())
+        keys = ("states", "actions", "logits", "episode", "step") + (("frames",) if load_frames else ())
         shards = [load_shard(self.root / e["file"], e["sha256"], keys) for e in entries]
         n_actions = int(self.meta["n_actions"])
         self.states = np.concatenate([s["states"] for s in shards]) if shards else np.zeros((0, 4, 84, 84), np.uint8)
         self.actions = np.concatenate([s["actions"] for s in shards]) if shards else np.zeros(0, np.int64)
         self.logits = np.concatenate([s["logits"] for s in shards]) if shards else np.zeros((0, n_actions), np.float32)
+        self.episodes, self.steps = (np.concatenate([s[k] for s in shards]) if shards else np.zeros(0, np.int64)
+                                     for k in ("episode", "step"))
         self.frames = (
             (np.concatenate([s["frames"] for s in shards]) if shards else np.zeros((0, 210, 160, 3), np.uint8))
             if load_frames else None
