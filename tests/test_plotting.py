@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from xrlkit.plotting import learning_curve, reference_lines  # noqa: E402
+from xrlkit.plotting import learning_curve, place_label, reference_lines  # noqa: E402
 
 
 def _lines(ax) -> dict[str, list[float]]:
@@ -43,3 +43,7 @@ def test_runs_drawn_on_one_axes_share_one_line_per_reference():
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert sorted(legend) == ["IFE", "IMPALA", "human", "random play"], legend
     plt.close("all")
+
+
+def test_a_state_is_placed_by_its_game_counted_from_one_and_its_step():
+    assert place_label(0, 1360) == "game 1, step 1360" and place_label(3, 0) == "game 4, step 0"

@@ -60,6 +60,13 @@ def overlay(
         ax.set_title(title, fontsize=9)
     return ax
 
+def place_label(episode: int, step: int) -> str:
+    """Where a state was met, for a figure's label: ``"game 2, step 1360"`` (games counted from 1,
+    ``step`` agent steps into that game), from a :class:`~xrlkit.evaluation.Rollout`'s ``episode`` /
+    ``step`` or a VisionMask dataset's ``episodes`` / ``steps``."""
+    return f"game {int(episode) + 1}, step {int(step)}"
+
+
 def saliency_grid(
     frames: Sequence[np.ndarray] | np.ndarray,
     maps: Mapping[str, np.ndarray | torch.Tensor],

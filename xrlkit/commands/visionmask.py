@@ -188,7 +188,7 @@ def _explain(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     idx = np.sort(rng.choice(len(data), size=min(args.n, len(data)), replace=False))
     fig = plotting.mask_rows(data.frames[idx], model.explain(data.states[idx]).cpu(), model.action_meanings,
-                             [int(data.actions[i]) for i in idx], row_labels=[f"game {data.episodes[i]}, step {data.steps[i]}" for i in idx],
+                             [int(data.actions[i]) for i in idx], row_labels=[plotting.place_label(data.episodes[i], data.steps[i]) for i in idx],
                              suptitle=f"VisionMask per-action masks ({model.game or 'unknown game'}, {model.backbone})")
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -236,8 +236,9 @@ class StateDataset(Dataset):
     action), ``logits`` float32 ``[A]``, plus ``frame`` uint8 ``[H, W, 3]`` (the screen) if
     ``load_frames``. Attributes ``states``, ``actions``, ``logits`` (and ``frames``) hold the
     whole split as numpy arrays; ``episodes`` and ``steps`` (int64 ``[N]``) say where each state
-    was met: the collection's episode number and the agent steps into that episode. Every shard's SHA-256 is checked; with ``agent`` the actions are
-    recomputed and compared too (``ValueError`` on any mismatch).
+    was met: the collection's episode number and the agent steps into that episode. Every shard's
+    SHA-256 is checked; with ``agent`` the actions are recomputed and compared too (``ValueError``
+    on any mismatch).
     """
 
     def __init__(self, root: str | Path, split: str = "train", agent: Any = None, load_frames: bool = False) -> None:
